@@ -1,0 +1,33 @@
+"""Errors that the CLI turns into one readable message and an exit code."""
+from __future__ import annotations
+
+
+class TekapbenchError(Exception):
+    """Base class: the message is shown to the user as is, without a traceback."""
+
+    exit_code = 1
+
+
+class UsageError(TekapbenchError):
+    """Bad input from the user (suite file, command line, missing data): exit code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """One or more problems in a suite file, each naming the key path and what is allowed."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        lines = [f"{source}: invalid suite ({len(problems)} problem{'s' if len(problems) > 1 else ''})"]
+        lines += [f"  {key or '<top level>'}: {msg}" for key, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+class DataNotFoundError(UsageError):
+    """A dataset is not where it should be and may not be downloaded."""
+
+
+class TrainingDivergedError(TekapbenchError):
+    """The loss became NaN or infinite: training stops instead of going on with garbage."""

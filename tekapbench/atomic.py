@@ -1,0 +1,57 @@
+"""Atomic file writes: a temporary file in the same folder, fsync, then rename over the target.
+
+A reader never sees a half-written checkpoint or record, whatever kills the process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yields a temporary path to write; on success it replaces ``target``, on failure it is removed."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_json(target: Path, data: Any) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, allow_nan=True) + "\n")
+
+
+def create_json(target: Path, data: Any) -> None:
+    """Like write_json, but fails with FileExistsError rather than replace a file: finished results
+    are never overwritten."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(data, indent=2, allow_nan=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, target)  # atomic, and refuses an existing target
+    finally:
+        os.unlink(tmp)
+
+
+def save_torch(target: Path, obj: Any) -> None:
+    with atomic_path(target) as tmp:
+        torch.save(obj, tmp)

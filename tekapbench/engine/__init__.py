@@ -1,0 +1,1 @@
+"""The one training loop, its recipes, and the suite runner."""

@@ -1,0 +1,49 @@
+"""Training recipes: defaults kept as data (recipes.toml), resolved per architecture and suite overrides."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+_RECIPES_FILE = Path(__file__).with_name("recipes.toml")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    milestones: tuple[int, ...]
+    lr_decay: float
+    eval_batch_size: int
+
+    def lr_at(self, epoch: int) -> float:
+        """Step schedule; ``epoch`` counts from 1, and the lr drops after each milestone epoch."""
+        return self.lr * self.lr_decay ** sum(epoch > m for m in self.milestones)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+
+@lru_cache(maxsize=None)
+def recipe_table() -> dict[str, dict[str, Any]]:
+    with open(_RECIPES_FILE, "rb") as fh:
+        return tomllib.load(fh)
+
+
+def resolve_recipe(recipe_name: str, arch: str, overrides: dict[str, Any]) -> Recipe:
+    """The default recipe of a dataset, the architecture's lr, then the suite's overrides on top."""
+    base = dict(recipe_table()[recipe_name])
+    lr_by_arch = base.pop("lr_by_arch", {})
+    lr_batch_size = base.pop("lr_batch_size")
+    values = {**base, **{k: v for k, v in overrides.items() if v is not None}}
+    if overrides.get("lr") is None:  # never touch a user's explicit lr
+        values["lr"] = lr_by_arch.get(arch, base["lr"]) * values["batch_size"] / lr_batch_size
+    values["milestones"] = tuple(values["milestones"])
+    return Recipe(**values)

@@ -1,0 +1,122 @@
+"""Executes a suite plan in order on one device: skips finished runs, resumes unfinished ones."""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tekapbench.data.base import DataOptions, ImageSplits, load_dataset
+from tekapbench.data.loader import DeviceLoader
+from tekapbench.engine.trainer import Precision, Trainer, TrainJob, evaluate, load_weights
+from tekapbench.models.base import create_model
+from tekapbench.progress import Progress
+from tekapbench.results.provenance import provenance
+from tekapbench.results.store import ResultStore
+from tekapbench.suite.plan import RunSpec, SuitePlan
+
+RECORD_FORMAT = 1
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class SuiteRunner:
+    def __init__(self, plan: SuitePlan, *, results_root: Path | str, device: torch.device,
+                 force: bool = False, progress: Progress | None = None):
+        self.plan = plan
+        self.store = ResultStore(results_root, plan.name)
+        self.device = device
+        self.force = force
+        self.progress = progress or Progress(quiet=True)
+        self._datasets: dict[str, ImageSplits] = {}
+
+    def pending(self) -> list[str]:
+        return [run_id for run_id in self.plan.runs if self.force or not self.store.is_done(run_id)]
+
+    def dataset(self, name: str) -> ImageSplits:
+        if name not in self._datasets:
+            options = DataOptions(root=Path(self.plan.data_root), download=self.plan.download)
+            self._datasets[name] = load_dataset(name, options)
+        return self._datasets[name]
+
+    def run(self) -> list[str]:
+        """Runs every pending run; returns their ids."""
+        todo = self.pending()
+        self.store.save_plan(self.plan.to_dict())
+        self.progress.suite(self.plan.name, len(self.plan.runs), len(todo))
+        for name in dict.fromkeys(self.plan.runs[r].dataset for r in todo):
+            self.dataset(name)  # a missing dataset stops the suite before anything trains
+        for index, run_id in enumerate(todo, 1):
+            self.execute(run_id, index, len(todo))
+        return todo
+
+    def _teacher_model(self, spec: RunSpec, num_classes: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+        teacher_spec = self.plan.runs[spec.teacher]
+        weights = Path(teacher_spec.checkpoint) if teacher_spec.kind == "pretrained" else \
+            self.store.model_weights(spec.teacher)
+        model = create_model(teacher_spec.arch, num_classes)
+        load_weights(weights, model, what=f"teacher {teacher_spec.arch} of run {spec.teacher}")
+        return model, {"run_id": spec.teacher, "arch": teacher_spec.arch, "weights": str(weights)}
+
+    def execute(self, run_id: str, index: int = 1, total: int = 1) -> dict[str, Any]:
+        spec = self.plan.runs[run_id]
+        data = self.dataset(spec.dataset)
+        attempt = self.store.attempt_for(run_id, force=self.force)
+        started_at, started = _now(), time.perf_counter()
+        label = f"{spec.dataset} {spec.arch} {self._role(run_id)}" + (f" seed {spec.seed}" if spec.seed is not None else "")
+        teacher_info = None
+        if spec.kind == "pretrained":
+            self.progress.run_started(index, total, label, 0, 0)
+            model = create_model(spec.arch, data.num_classes)
+            load_weights(Path(spec.checkpoint), model, what=f"teacher checkpoint of {spec.arch}")
+            model.to(self.device)
+            loader = DeviceLoader(data.test_images, data.test_labels, batch_size=512, device=self.device,
+                                  mean=data.mean, std=data.std, train=False)
+            test = evaluate(model, loader, Precision.for_device(self.device), self.device)
+            metrics = {"test_acc_last": test["top1"], "test_acc_best": test["top1"], "test_top5_last": test["top5"],
+                       "best_epoch": None, "epochs": 0}
+            history: list[dict[str, Any]] = []
+            resumed_epoch = 0
+        else:
+            teacher = None
+            if spec.teacher is not None:
+                teacher, teacher_info = self._teacher_model(spec, data.num_classes)
+            job = TrainJob(run_id=run_id, arch=spec.arch, recipe=spec.recipe, seed=spec.seed, method=spec.method,
+                           data=data, workdir=attempt, device=self.device, teacher=teacher,
+                           callbacks=[self.progress.epoch])
+            trainer = Trainer(job)
+            resumed_epoch = trainer.start_epoch - 1 if trainer.try_resume() else 0
+            self.progress.run_started(index, total, label, spec.recipe.epochs, resumed_epoch)
+            metrics = trainer.fit()
+            history = trainer.history
+        seconds = time.perf_counter() - started
+        record = {
+            "format": RECORD_FORMAT,
+            "run_id": run_id,
+            "suite": self.plan.name,
+            "attempt": attempt.name,
+            "spec": spec.to_dict(),
+            "metrics": metrics,
+            "teacher": teacher_info,
+            "history": history,
+            "provenance": {**provenance(self.device), "started": started_at, "finished": _now(),
+                           "wall_seconds": seconds, "resumed_after_epoch": resumed_epoch,
+                           "train_seconds": sum(e["seconds"] for e in history)},
+        }
+        self.store.write_record(attempt, record)
+        self.progress.run_finished(metrics, seconds)
+        return record
+
+    def _role(self, run_id: str) -> str:
+        rows = dict.fromkeys(c.row for c in self.plan.cells if c.run_id == run_id)
+        return "/".join(rows) or "run"

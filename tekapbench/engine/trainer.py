@@ -1,0 +1,274 @@
+"""The one training loop, for teachers and students alike.
+
+A run is a model, a recipe, a seed and an objective (methods/objective.py); a teacher is just a run whose
+objective is cross-entropy only. Data stays on the training device (data/loader.py). On CUDA the networks
+run in bf16 autocast and channels_last; the losses always run in fp32. The full training state is written
+atomically after every epoch, and every random source is reseeded from (seed, epoch), so an interrupted
+run resumes from its last epoch and ends exactly as an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from tekapbench.atomic import save_torch
+from tekapbench.data.base import ImageSplits
+from tekapbench.data.loader import DeviceLoader
+from tekapbench.engine.recipe import Recipe
+from tekapbench.errors import TrainingDivergedError, UsageError
+from tekapbench.methods.base import DistillContext, FeatureShapes
+from tekapbench.methods.objective import MethodSpec, Objective
+from tekapbench.models.base import create_model
+from tekapbench.seeding import derive_seed, make_generator, seed_everything
+
+CHECKPOINT_FORMAT = 1
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the networks run on a device: autocast dtype (None = fp32) and memory format."""
+
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+
+    @staticmethod
+    def for_device(device: torch.device) -> "Precision":
+        if device.type == "cuda":
+            return Precision(torch.bfloat16, channels_last=True)
+        return Precision(None, channels_last=False)
+
+    def autocast(self, device: torch.device):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+
+
+@torch.no_grad()
+def probe_shapes(model: nn.Module, image_size: int, device: torch.device) -> FeatureShapes:
+    """Shapes of a model's outputs on one image; the model's train/eval mode is left as it was."""
+    was_training = model.training
+    model.eval()
+    out = model(torch.zeros(1, 3, image_size, image_size, device=device))
+    model.train(was_training)
+    return FeatureShapes(
+        features=tuple(tuple(f.shape[1:]) for f in out.features),
+        embedding_dim=int(out.embedding.shape[1]),
+        num_classes=int(out.logits.shape[1]),
+    )
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DeviceLoader, precision: Precision, device: torch.device) -> dict[str, float]:
+    """Top-1 and top-5 accuracy in % and mean cross-entropy over the loader's split."""
+    was_training = model.training
+    model.eval()
+    top1 = torch.zeros((), device=device)
+    top5 = torch.zeros((), device=device)
+    nll = torch.zeros((), device=device)
+    n = 0
+    for batch in loader.epoch():
+        with precision.autocast(device):
+            logits = model(batch.images).logits
+        logits = logits.float()
+        k = min(5, logits.shape[1])
+        hits = logits.topk(k, dim=1).indices == batch.labels.unsqueeze(1)
+        top1 += hits[:, 0].sum()
+        top5 += hits.any(dim=1).sum()
+        nll += torch.nn.functional.cross_entropy(logits, batch.labels, reduction="sum")
+        n += batch.labels.numel()
+    model.train(was_training)
+    return {"top1": 100.0 * top1.item() / n, "top5": 100.0 * top5.item() / n, "nll": nll.item() / n}
+
+
+def load_weights(path: Path, model: nn.Module, what: str) -> None:
+    """Loads a checkpoint in the public format (state dict under key 'model') or a bare state dict."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UsageError(f"{what}: checkpoint {path} does not exist") from None
+    except Exception as exc:  # a truncated or foreign file
+        raise UsageError(f"{what}: cannot read checkpoint {path}: {exc}") from None
+    state = blob.get("model", blob) if isinstance(blob, dict) else None
+    if not isinstance(state, dict):
+        raise UsageError(f"{what}: {path} holds no state dict (expected a dict with key 'model')")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise UsageError(f"{what}: {path} does not fit the architecture: {exc}") from None
+
+
+@dataclass
+class TrainJob:
+    run_id: str
+    arch: str
+    recipe: Recipe
+    seed: int
+    method: MethodSpec
+    data: ImageSplits
+    workdir: Path
+    device: torch.device
+    teacher: nn.Module | None = None
+    callbacks: list[EpochCallback] = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(self, job: TrainJob):
+        if job.method.needs_teacher and job.teacher is None:
+            raise ValueError(f"run {job.run_id}: the method needs a teacher")
+        self.job = job
+        self.device = job.device
+        self.precision = Precision.for_device(job.device)
+        seed_everything(derive_seed(job.seed, "init"))
+        data = job.data
+        self.model = self._prepare(create_model(job.arch, data.num_classes))
+        self.teacher = self._prepare(job.teacher).eval() if job.method.needs_teacher else None
+        memory_format = dict(channels_last=self.precision.channels_last)
+        self.train_loader = DeviceLoader(data.train_images, data.train_labels, batch_size=job.recipe.batch_size,
+                                         device=job.device, mean=data.mean, std=data.std, train=True, **memory_format)
+        self.test_loader = DeviceLoader(data.test_images, data.test_labels, batch_size=job.recipe.eval_batch_size,
+                                        device=job.device, mean=data.mean, std=data.std, train=False, **memory_format)
+        context = None
+        if self.teacher is not None:
+            context = DistillContext(
+                student=probe_shapes(self.model, data.image_size, job.device),
+                teacher=probe_shapes(self.teacher, data.image_size, job.device),
+                num_classes=data.num_classes,
+                train_labels=self.train_loader.labels,
+                device=job.device,
+            )
+        try:
+            self.objective = Objective(job.method, context).to(job.device)
+        except ValueError as exc:
+            raise UsageError(f"run {job.run_id}: {exc}") from None
+        params = list(self.model.parameters()) + list(self.objective.parameters())
+        self.optimizer = torch.optim.SGD(params, lr=job.recipe.lr, momentum=job.recipe.momentum,
+                                         weight_decay=job.recipe.weight_decay)
+        self.history: list[dict[str, Any]] = []
+        self.start_epoch = 1
+        # syncing with the device on every step would stall a GPU; on a CPU it is free
+        self.check_every = 1 if job.device.type == "cpu" else 25
+
+    def _prepare(self, model: nn.Module) -> nn.Module:
+        model = model.to(self.device)
+        if self.precision.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.job.workdir / "checkpoint.pt"
+
+    @property
+    def model_path(self) -> Path:
+        return self.job.workdir / "model.pt"
+
+    # -- state -------------------------------------------------------------------------------------
+    def _state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "run_id": self.job.run_id,
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "history": self.history,
+        }
+
+    def try_resume(self) -> bool:
+        """Restores the last completed epoch from the checkpoint, if there is one."""
+        if not self.checkpoint_path.exists():
+            return False
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        if state.get("run_id") != self.job.run_id or state.get("format") != CHECKPOINT_FORMAT:
+            raise UsageError(f"{self.checkpoint_path} belongs to another run ({state.get('run_id')}); "
+                             f"remove it to train run {self.job.run_id} from scratch")
+        self.model.load_state_dict(state["model"])
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.history = list(state["history"])
+        self.start_epoch = state["epoch"] + 1
+        return True
+
+    # -- loop --------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        recipe = self.job.recipe
+        for epoch in range(self.start_epoch, recipe.epochs + 1):
+            started = time.perf_counter()
+            train_stats = self._train_epoch(epoch)
+            test = evaluate(self.model, self.test_loader, self.precision, self.device)
+            entry = {"epoch": epoch, "lr": recipe.lr_at(epoch), **train_stats,
+                     "test_acc": test["top1"], "test_top5": test["top5"], "test_nll": test["nll"],
+                     "seconds": time.perf_counter() - started}
+            self.history.append(entry)
+            save_torch(self.checkpoint_path, self._state(epoch))
+            for callback in self.job.callbacks:
+                callback(entry)
+        save_torch(self.model_path, {"model": self.model.state_dict(), "arch": self.job.arch,
+                                     "run_id": self.job.run_id, "epoch": recipe.epochs})
+        return summarize(self.history)
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        job, device = self.job, self.device
+        for group in self.optimizer.param_groups:
+            group["lr"] = job.recipe.lr_at(epoch)
+        torch.manual_seed(derive_seed(job.seed, "torch", epoch))
+        self.objective.reseed(derive_seed(job.seed, "objective", epoch))
+        batches = self.train_loader.epoch(make_generator(derive_seed(job.seed, "data", epoch), device))
+        self.model.train()
+        self.objective.train()
+        sums: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        seen = 0
+        for step, batch in enumerate(batches):
+            with self.precision.autocast(device):
+                student = self.model(batch.images)
+                teacher = None
+                if self.teacher is not None:
+                    with torch.no_grad():
+                        teacher = self.teacher(batch.images)
+            losses = self.objective(student, teacher, batch, epoch)
+            loss = sum(losses.values())
+            total += loss.detach()
+            if step % self.check_every == 0 and not torch.isfinite(total):
+                self._diverged(epoch, step, losses)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + value.detach()
+            correct += (student.logits.detach().argmax(1) == batch.labels).sum()
+            seen += batch.labels.numel()
+        steps = step + 1
+        if not torch.isfinite(total):
+            self._diverged(epoch, step, losses)
+        return {"train_loss": total.item() / steps, "train_acc": 100.0 * correct.item() / seen,
+                "loss_terms": {name: float(v) / steps for name, v in sums.items()}}
+
+    def _diverged(self, epoch: int, step: int, losses: dict[str, torch.Tensor]) -> None:
+        terms = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+        raise TrainingDivergedError(
+            f"run {self.job.run_id} ({self.job.arch}): the loss is not finite at epoch {epoch}, step {step} "
+            f"({terms}); training stopped. The last good state is {self.checkpoint_path}. "
+            f"Try a lower lr (now {self.job.recipe.lr_at(epoch):g}).")
+
+
+def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Last-epoch and best-epoch test accuracy (CRD/TeKAP report the former, DKD the latter)."""
+    last = history[-1]
+    best = max(history, key=lambda e: e["test_acc"])
+    return {
+        "test_acc_last": last["test_acc"],
+        "test_top5_last": last["test_top5"],
+        "test_acc_best": best["test_acc"],
+        "best_epoch": best["epoch"],
+        "train_loss_last": last["train_loss"],
+        "epochs": last["epoch"],
+    }

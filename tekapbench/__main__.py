@@ -1,0 +1,5 @@
+import sys
+
+from tekapbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,100 @@
+"""The command line: ``tekapbench run SUITE`` and ``tekapbench table``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tekapbench import __version__
+from tekapbench.errors import TekapbenchError
+from tekapbench.registry import UnknownNameError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from tekapbench.engine.runner import SuiteRunner, pick_device
+    from tekapbench.progress import Progress
+    from tekapbench.suite.plan import plan_suite
+
+    plan = plan_suite(args.suite)
+    device = pick_device(args.device)
+    runner = SuiteRunner(plan, results_root=args.results, device=device, force=args.force,
+                         progress=Progress(quiet=args.quiet))
+    if args.dry_run:
+        pending = set(runner.pending())
+        print(f"suite {plan.name} ({plan.source}): {len(plan.runs)} runs, {len(pending)} to run on {device}")
+        for run_id, spec in plan.runs.items():
+            rows = sorted({c.row for c in plan.cells if c.run_id == run_id})
+            what = spec.method.to_dict()["terms"] if spec.method else f"checkpoint {spec.checkpoint}"
+            state = "to run" if run_id in pending else "done"
+            seed = "-" if spec.seed is None else spec.seed
+            print(f"  {run_id}  {state:6}  {spec.dataset:10} {spec.arch:14} seed {seed}  "
+                  f"{'/'.join(rows)}  {[t['method'] + ('+tekap' if t['tekap'] else '') for t in what] if spec.method else what}")
+        return 0
+    runner.run()
+    if not args.quiet:
+        from tekapbench.tables.build import suite_tables
+        from tekapbench.tables.formats import FORMATS
+
+        for table in suite_tables(Path(args.results), plan.name):
+            print(FORMATS.get("github")(table))
+    return 0
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    from tekapbench.tables.build import all_tables
+    from tekapbench.tables.formats import FORMATS
+    from tekapbench.tables.layouts import LAYOUTS
+
+    render = FORMATS.get(args.format)
+    if args.layout is not None:
+        LAYOUTS.get(args.layout)
+    blocks = []
+    for suite, tables in all_tables(Path(args.results), args.suite, metric=args.metric, layout=args.layout):
+        for table in tables:
+            blocks.append(render(table))
+    print("\n\n".join(blocks))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tekapbench", description=__doc__.splitlines()[0].strip("`. "))
+    parser.add_argument("--version", action="version", version=f"tekapbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train and score every run of a suite (skips finished runs)")
+    run.add_argument("suite", type=Path, help="suite file (TOML), e.g. suites/smoke.toml")
+    run.add_argument("--dry-run", action="store_true", help="validate and list the runs; train nothing")
+    run.add_argument("--force", action="store_true", help="run finished runs again, into new records")
+    run.add_argument("--results", default="results", help="results folder (default: results)")
+    run.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, cuda, cuda:1, ...")
+    run.add_argument("--quiet", action="store_true", help="no progress and no table")
+    run.set_defaults(func=_cmd_run)
+
+    table = sub.add_parser("table", help="print paper-style tables of the results")
+    table.add_argument("--results", default="results", help="results folder (default: results)")
+    table.add_argument("--suite", help="only this suite (default: every suite with results)")
+    table.add_argument("--format", default="github", help="github (default), markdown, latex, csv")
+    table.add_argument("--layout", help="override the layout named by the suite")
+    table.add_argument("--metric", choices=["last", "best"], default="last",
+                       help="last-epoch (default, as CRD/TeKAP report) or best-epoch test accuracy")
+    table.set_defaults(func=_cmd_table)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UnknownNameError as exc:
+        print(f"tekapbench {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except TekapbenchError as exc:
+        print(f"tekapbench {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished runs are saved; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Where and with what a result was produced."""
+from __future__ import annotations
+
+import platform
+import socket
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import tekapbench
+
+
+@lru_cache(maxsize=None)
+def git_commit() -> str | None:
+    """The commit of the tekapbench source tree (with '-dirty' for local changes), when it is a checkout."""
+    here = Path(tekapbench.__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"], cwd=here,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def provenance(device: torch.device) -> dict[str, Any]:
+    return {
+        "tekapbench": tekapbench.__version__,
+        "git_commit": git_commit(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch_threads": torch.get_num_threads(),
+        "host": socket.gethostname(),
+    }

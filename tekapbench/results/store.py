@@ -1,0 +1,85 @@
+"""On-disk layout of a suite's results::
+
+    results/<suite>/plan.json                          the resolved plan (cells -> run ids), rewritten per run
+    results/<suite>/runs/<run_id>/attempt-<k>/checkpoint.pt   training state after the last finished epoch
+    results/<suite>/runs/<run_id>/attempt-<k>/model.pt        final weights ({'model': state_dict})
+    results/<suite>/runs/<run_id>/attempt-<k>/record.json     the result record: present = run finished
+
+An attempt without a record is unfinished and is resumed; ``--force`` opens a new attempt next to the
+finished ones, so no finished result is ever replaced.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from tekapbench.atomic import create_json, write_json
+from tekapbench.errors import UsageError
+
+_ATTEMPT = re.compile(r"attempt-(\d+)$")
+RECORD = "record.json"
+
+
+class ResultStore:
+    def __init__(self, root: Path | str, suite: str):
+        self.root = Path(root)
+        self.dir = self.root / suite
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.dir / "runs" / run_id
+
+    def attempts(self, run_id: str) -> list[Path]:
+        run_dir = self.run_dir(run_id)
+        if not run_dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := _ATTEMPT.match(p.name)) and p.is_dir()]
+        return [p for _, p in sorted(found)]
+
+    def finished_attempts(self, run_id: str) -> list[Path]:
+        return [a for a in self.attempts(run_id) if (a / RECORD).exists()]
+
+    def records(self, run_id: str) -> list[dict[str, Any]]:
+        return [self.read_record(a / RECORD) for a in self.finished_attempts(run_id)]
+
+    def latest_record(self, run_id: str) -> dict[str, Any] | None:
+        records = self.records(run_id)
+        return records[-1] if records else None
+
+    def is_done(self, run_id: str) -> bool:
+        return bool(self.finished_attempts(run_id))
+
+    def attempt_for(self, run_id: str, *, force: bool) -> Path:
+        """The attempt folder to work in: an unfinished one is resumed; a new one is made when there is
+        none, or when ``force`` asks to run a finished run again."""
+        attempts = self.attempts(run_id)
+        if attempts and not (attempts[-1] / RECORD).exists():
+            return attempts[-1]
+        if attempts and not force:
+            raise ValueError(f"run {run_id} is finished; pass force=True to run it again")
+        number = int(_ATTEMPT.match(attempts[-1].name).group(1)) + 1 if attempts else 1
+        path = self.run_dir(run_id) / f"attempt-{number}"
+        path.mkdir(parents=True)
+        return path
+
+    def write_record(self, attempt: Path, record: dict[str, Any]) -> Path:
+        target = attempt / RECORD
+        create_json(target, record)
+        return target
+
+    def model_weights(self, run_id: str) -> Path:
+        finished = self.finished_attempts(run_id)
+        if not finished:
+            raise UsageError(f"run {run_id} has no finished attempt under {self.run_dir(run_id)}")
+        return finished[-1] / "model.pt"
+
+    def save_plan(self, plan_dict: dict[str, Any]) -> None:
+        write_json(self.dir / "plan.json", plan_dict)
+
+    @staticmethod
+    def read_record(path: Path) -> dict[str, Any]:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"{path}: unreadable result record ({exc})") from None

@@ -1,0 +1,1 @@
+"""Declarative suites: the typed schema and the expansion into runs."""

@@ -1,0 +1,205 @@
+"""Expands a validated suite into a matrix of runs with content-addressed ids.
+
+A run's id is a hash of its fully resolved spec (recipe, method settings, seed, and the teacher's own id),
+so a teacher shared by several students, or a vanilla student identical to a teacher, is one run trained
+once; a label is presentation and not part of the id.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from tekapbench.data.base import DATASETS
+from tekapbench.engine.recipe import Recipe, resolve_recipe
+from tekapbench.errors import ConfigError
+from tekapbench.methods.base import METHODS
+from tekapbench.methods.objective import MethodSpec, TermSpec
+from tekapbench.modifiers.tekap import LEVEL_FIELDS
+from tekapbench.suite.schema import MethodSection, PairSection, SuiteFile, TermSection, _describe, _key_path, read_suite
+
+TEACHER_ROW = "Teacher"
+VANILLA = MethodSpec(ce_weight=1.0, terms=())
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One unit of work: train ``arch`` on ``dataset`` (kind 'train'), or score a given checkpoint ('pretrained')."""
+
+    kind: str
+    dataset: str
+    arch: str
+    seed: int | None = None
+    recipe: Recipe | None = None
+    method: MethodSpec | None = None
+    teacher: str | None = None  # the teacher's run id
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """What the run id hashes: everything that changes the result, nothing that merely names it."""
+        d: dict[str, Any] = {"kind": self.kind, "dataset": self.dataset, "arch": self.arch}
+        if self.kind == "pretrained":
+            d["checkpoint_sha256"] = self.checkpoint_sha256
+        else:
+            d.update(seed=self.seed, recipe=self.recipe.to_dict(), method=self.method.to_dict(), teacher=self.teacher)
+        return d
+
+    @property
+    def run_id(self) -> str:
+        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.identity()
+        if self.checkpoint:
+            d["checkpoint"] = self.checkpoint
+        return d
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (dataset, teacher->student column, row, seed) of the suite's tables and the run that fills it."""
+
+    dataset: str
+    teacher: str
+    student: str
+    row: str
+    seed: int
+    run_id: str
+
+    @property
+    def column(self) -> str:
+        return f"{self.teacher} → {self.student}"
+
+
+@dataclass
+class SuitePlan:
+    name: str
+    source: str
+    layout: str
+    description: str = ""
+    runs: dict[str, RunSpec] = field(default_factory=dict)  # in execution order: teachers first
+    cells: list[Cell] = field(default_factory=list)
+    download: bool = False
+    data_root: str = "data"
+
+    def add_run(self, spec: RunSpec) -> str:
+        run_id = spec.run_id
+        self.runs.setdefault(run_id, spec)
+        return run_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "suite": self.name,
+            "source": self.source,
+            "layout": self.layout,
+            "description": self.description,
+            "runs": {run_id: spec.to_dict() for run_id, spec in self.runs.items()},
+            "cells": [cell.__dict__ for cell in self.cells],
+        }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _Planner:
+    def __init__(self, suite: SuiteFile, source: str):
+        self.suite = suite
+        self.source = source
+        self.problems: list[tuple[str, str]] = []
+
+    def resolve_term(self, section: TermSection, key: str, pair: PairSection) -> TermSpec | None:
+        entry = METHODS.get(section.method)
+        try:
+            params = entry.params.model_validate(section.params)
+        except ValidationError as exc:
+            for error in exc.errors():
+                self.problems.append((f"{key}.params.{_key_path(error['loc'])}", _describe(error)))
+            return None
+        if entry.term is None:
+            self.problems.append((f"{key}.method", f"{section.method!r} has no distillation term to combine"))
+            return None
+        if section.tekap is not None and not (LEVEL_FIELDS[section.tekap.level] & entry.term.reads):
+            self.problems.append((f"{key}.tekap.level", (
+                f"level {section.tekap.level!r} changes nothing that {section.method} reads "
+                f"({', '.join(sorted(entry.term.reads))}); allowed here: "
+                + ", ".join(lvl for lvl, f in LEVEL_FIELDS.items() if f & entry.term.reads))))
+            return None
+        weight = entry.weight if section.weight is None else section.weight
+        return TermSpec(section.method, weight, params.resolved_for(pair.teacher, pair.student),
+                        section.tekap.resolved() if section.tekap else None)
+
+    def resolve_method(self, section: MethodSection, index: int, pair: PairSection) -> MethodSpec | None:
+        key = f"methods[{index}]"
+        terms = []
+        for j, term_section in enumerate(section.term_sections()):
+            term_key = f"{key}.terms[{j}]" if section.terms is not None else key
+            term = self.resolve_term(term_section, term_key, pair)
+            if term is not None:
+                terms.append(term)
+        if section.ce_weight is not None:
+            ce_weight = section.ce_weight
+        elif section.method is not None:
+            ce_weight = METHODS.get(section.method).ce_weight
+        else:
+            ce_weight = 1.0  # composite methods (e.g. CRD+KD) keep the full cross-entropy, as RepDistiller does
+        return MethodSpec(ce_weight, tuple(terms))
+
+    def teacher_run(self, pair: PairSection, index: int, dataset: str, recipe_name: str, seed: int) -> RunSpec | None:
+        if pair.teacher_checkpoint is not None:
+            path = Path(pair.teacher_checkpoint).expanduser().resolve()
+            if not path.is_file():
+                self.problems.append((f"pairs[{index}].teacher_checkpoint", f"file not found: {path}"))
+                return None
+            return RunSpec(kind="pretrained", dataset=dataset, arch=pair.teacher, checkpoint=str(path),
+                           checkpoint_sha256=_sha256(path))
+        overrides = self.suite.recipe.merged(self.suite.teacher_recipe).model_dump()
+        return RunSpec(kind="train", dataset=dataset, arch=pair.teacher, seed=seed,
+                       recipe=resolve_recipe(recipe_name, pair.teacher, overrides), method=VANILLA)
+
+    def plan(self) -> SuitePlan:
+        suite = self.suite
+        plan = SuitePlan(name=suite.suite.name, source=self.source, layout=suite.suite.layout,
+                         description=suite.suite.description, download=suite.data.download,
+                         data_root=suite.data.root)
+        checksums: dict[str, RunSpec | None] = {}
+        for dataset in suite.data.datasets:
+            recipe_name = DATASETS.get(dataset).recipe
+            for p_index, pair in enumerate(suite.pairs):
+                methods = [self.resolve_method(m, i, pair) for i, m in enumerate(suite.methods)]
+                for seed in suite.suite.seeds:
+                    key = (dataset, p_index, seed if pair.teacher_checkpoint is None else None)
+                    if key not in checksums:
+                        checksums[key] = self.teacher_run(pair, p_index, dataset, recipe_name, seed)
+                    teacher = checksums[key]
+                    if teacher is None or self.problems:
+                        continue
+                    teacher_id = plan.add_run(teacher)
+                    plan.cells.append(Cell(dataset, pair.teacher, pair.student, TEACHER_ROW, seed, teacher_id))
+                    student_recipe = resolve_recipe(recipe_name, pair.student, suite.recipe.model_dump())
+                    for section, method in zip(suite.methods, methods):
+                        spec = RunSpec(kind="train", dataset=dataset, arch=pair.student, seed=seed,
+                                       recipe=student_recipe, method=method,
+                                       teacher=teacher_id if method.needs_teacher else None)
+                        plan.cells.append(Cell(dataset, pair.teacher, pair.student, section.display_label, seed,
+                                               plan.add_run(spec)))
+        if self.problems:
+            raise ConfigError(self.source, sorted(set(self.problems), key=self.problems.index))
+        # teachers first, so that every student finds its teacher done
+        plan.runs = dict(sorted(plan.runs.items(), key=lambda kv: kv[1].method is not None and kv[1].method.needs_teacher))
+        return plan
+
+
+def plan_suite(path: Path | str) -> SuitePlan:
+    path = Path(path)
+    return _Planner(read_suite(path), str(path)).plan()

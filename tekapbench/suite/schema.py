@@ -1,0 +1,218 @@
+"""The suite file: a typed schema, checked whole before anything trains.
+
+Every problem is reported with the file, the key path (``methods[2].tekap.alpha``) and what is allowed,
+in one error (exit code 2). Names of architectures, datasets, methods and layouts are checked against
+their registries.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tekapbench.data.base import DATASETS
+from tekapbench.errors import ConfigError
+from tekapbench.methods.base import METHODS
+from tekapbench.models.base import MODELS
+from tekapbench.modifiers.tekap import TeKAPSettings
+from tekapbench.registry import Registry
+from tekapbench.tables.layouts import LAYOUTS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _known(registry: Registry, value: str) -> str:
+    if value not in registry:
+        raise ValueError(f"unknown {registry.kind} {value!r}; allowed: {', '.join(registry.names())}")
+    return value
+
+
+class SuiteInfo(Strict):
+    name: str = Field(description="names the results folder results/<name>/")
+    description: str = ""
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    layout: str = "diverse"
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
+            raise ValueError(f"{v!r} is not allowed: use letters, digits, '_', '-', '.' (it names a folder)")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct, got {v}")
+        return v
+
+    @field_validator("layout")
+    @classmethod
+    def _known_layout(cls, v: str) -> str:
+        return _known(LAYOUTS, v)
+
+
+class DataSection(Strict):
+    datasets: list[str] = Field(default_factory=lambda: ["cifar100"], min_length=1)
+    root: str = Field("data", description="folder that holds the datasets, relative to the working directory")
+    download: bool = False
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_datasets(cls, v: list[str]) -> list[str]:
+        return [_known(DATASETS, name) for name in v]
+
+
+class RecipeOverrides(Strict):
+    epochs: int | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, gt=0)
+    lr: float | None = Field(None, gt=0)
+    momentum: float | None = Field(None, ge=0, lt=1)
+    weight_decay: float | None = Field(None, ge=0)
+    milestones: list[int] | None = None
+    lr_decay: float | None = Field(None, gt=0)
+    eval_batch_size: int | None = Field(None, gt=0)
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (any(m <= 0 for m in v) or sorted(set(v)) != v):
+            raise ValueError(f"milestones must be strictly increasing positive epochs, got {v}")
+        return v
+
+    def merged(self, other: "RecipeOverrides") -> "RecipeOverrides":
+        return RecipeOverrides(**{**self.model_dump(exclude_none=True), **other.model_dump(exclude_none=True)})
+
+
+class PairSection(Strict):
+    teacher: str
+    student: str
+    teacher_checkpoint: str | None = Field(
+        None, description="a trained teacher (state dict under key 'model'); the teacher is then not trained")
+
+    @field_validator("teacher", "student")
+    @classmethod
+    def _known_arch(cls, v: str) -> str:
+        return _known(MODELS, v)
+
+    @property
+    def label(self) -> str:
+        return f"{self.teacher} → {self.student}"
+
+
+class TermSection(Strict):
+    method: str
+    weight: float | None = Field(None, ge=0, description="default: the method's standard weight")
+    params: dict[str, Any] = Field(default_factory=dict)
+    tekap: TeKAPSettings | None = None
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        return _known(METHODS, v)
+
+
+class MethodSection(Strict):
+    """Either one base method (``method = "kd"``, optionally with weight, params, tekap) or ``terms``."""
+
+    label: str | None = None
+    method: str | None = None
+    weight: float | None = Field(None, ge=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+    tekap: TeKAPSettings | None = None
+    ce_weight: float | None = Field(None, ge=0)
+    terms: list[TermSection] | None = None
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str | None) -> str | None:
+        return None if v is None else _known(METHODS, v)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "MethodSection":
+        if (self.method is None) == (self.terms is None):
+            raise ValueError("give either 'method' (one base method) or 'terms' (a list of terms), not both or neither")
+        if self.terms is not None and (self.weight is not None or self.params or self.tekap is not None):
+            raise ValueError("with 'terms', put weight, params and tekap inside each term")
+        if self.terms is not None and not self.terms:
+            raise ValueError("'terms' is empty; use method = \"vanilla\" for cross-entropy only")
+        return self
+
+    def term_sections(self) -> list[TermSection]:
+        if self.terms is not None:
+            return list(self.terms)
+        if METHODS.get(self.method).term is None:  # vanilla: no distillation term
+            return []
+        return [TermSection(method=self.method, weight=self.weight, params=self.params, tekap=self.tekap)]
+
+    @property
+    def display_label(self) -> str:
+        if self.label:
+            return self.label
+        if self.method:
+            return self.method + ("+TeKAP" if self.tekap else "")
+        return "+".join(t.method + ("+TeKAP" if t.tekap else "") for t in self.terms or [])
+
+
+class SuiteFile(Strict):
+    suite: SuiteInfo
+    data: DataSection = Field(default_factory=DataSection)
+    recipe: RecipeOverrides = Field(default_factory=RecipeOverrides)
+    teacher_recipe: RecipeOverrides = Field(default_factory=RecipeOverrides,
+                                            description="overrides on top of [recipe] for the teachers")
+    pairs: list[PairSection] = Field(min_length=1)
+    methods: list[MethodSection] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct_labels(self) -> "SuiteFile":
+        labels = [m.display_label for m in self.methods]
+        dupes = sorted({label for label in labels if labels.count(label) > 1})
+        if dupes:
+            raise ValueError(f"method labels must be distinct; repeated: {', '.join(dupes)} (set 'label')")
+        return self
+
+
+def _key_path(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _describe(error: dict) -> str:
+    kind, msg = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    msg = msg.removeprefix("Value error, ")
+    if "input" in error and kind not in ("value_error",) and not isinstance(error["input"], (dict, list)):
+        msg += f" (got {error['input']!r})"
+    return msg
+
+
+def read_suite(path: Path) -> SuiteFile:
+    """Parses and validates a suite file; returns the model or raises ConfigError naming every problem."""
+    source = str(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(source, [("", "file not found")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [("", f"not valid TOML: {exc}")]) from None
+    try:
+        return SuiteFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = error["loc"]
+            # pydantic appends the validator's name for model validators; drop non-key parts
+            problems.append((_key_path(tuple(p for p in loc if not str(p).startswith("function-"))), _describe(error)))
+        raise ConfigError(source, problems) from None

@@ -1,0 +1,44 @@
+"""Tables of a results folder: reads each suite's plan.json and the latest record of every run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tekapbench.errors import UsageError
+from tekapbench.results.store import ResultStore
+from tekapbench.tables.base import LAYOUTS, CellRef, Table
+
+METRICS = {"last": ("test_acc_last", "last-epoch top-1"), "best": ("test_acc_best", "best-epoch top-1")}
+
+
+def suites_in(results_root: Path) -> list[str]:
+    return sorted(p.parent.name for p in Path(results_root).glob("*/plan.json"))
+
+
+def suite_tables(results_root: Path, suite: str, *, metric: str = "last", layout: str | None = None) -> list[Table]:
+    store = ResultStore(results_root, suite)
+    plan_path = store.dir / "plan.json"
+    try:
+        plan = json.loads(plan_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{plan_path}: cannot read the suite plan ({exc})") from None
+    key, label = METRICS[metric]
+
+    def value_of(run_id: str) -> float | None:
+        record = store.latest_record(run_id)
+        return None if record is None else record["metrics"].get(key)
+
+    cells = [CellRef(**c) for c in plan["cells"]]
+    return LAYOUTS.get(layout or plan["layout"])(cells, value_of, label)
+
+
+def all_tables(results_root: Path, suite: str | None = None, *, metric: str = "last",
+               layout: str | None = None) -> list[tuple[str, list[Table]]]:
+    available = suites_in(results_root)
+    if not available:
+        raise UsageError(f"no results under {results_root}/: run `tekapbench run SUITE.toml` first")
+    if suite is not None and suite not in available:
+        raise UsageError(f"no results for suite {suite!r} under {results_root}/; suites with results: "
+                         f"{', '.join(available)}")
+    return [(name, suite_tables(results_root, name, metric=metric, layout=layout))
+            for name in ([suite] if suite else available)]

@@ -1,0 +1,68 @@
+"""Output formats of a table, each registered in FORMATS: text in, text out."""
+from __future__ import annotations
+
+import io
+from typing import Callable
+
+import pandas as pd
+from tabulate import tabulate
+
+from tekapbench.registry import Registry
+from tekapbench.tables.base import Stat, Table
+
+Renderer = Callable[[Table], str]
+FORMATS: Registry[Renderer] = Registry("table format")
+
+
+def _plain(stat: Stat | None, pm: str = "±") -> str:
+    if stat is None:
+        return "–"
+    return f"{stat.mean:.2f}" if stat.std is None else f"{stat.mean:.2f} {pm} {stat.std:.2f}"
+
+
+def _text_table(table: Table, tablefmt: str) -> str:
+    body = [[row] + [_plain(table.cells[row, col]) for col in table.columns] for row in table.rows]
+    text = tabulate(body, headers=["", *table.columns], tablefmt=tablefmt, disable_numparse=True)
+    return "\n".join([f"**{table.title}**", "", text, "", *[f"_{n}_" for n in table.notes]])
+
+
+@FORMATS.register("github")
+def render_github(table: Table) -> str:
+    return _text_table(table, "github")
+
+
+@FORMATS.register("markdown")
+def render_markdown(table: Table) -> str:
+    return _text_table(table, "pipe")
+
+
+_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    escaped = "".join(_LATEX_SPECIALS.get(ch, ch) for ch in text)
+    return escaped.replace("→", r"$\rightarrow$").replace("±", r"$\pm$")
+
+
+@FORMATS.register("latex")
+def render_latex(table: Table) -> str:
+    """A booktabs tabular, ready to paste into a paper (needs \\usepackage{booktabs})."""
+    lines = [f"% {latex_escape(table.title)}; " + "; ".join(latex_escape(n) for n in table.notes),
+             r"\begin{tabular}{l" + "c" * len(table.columns) + "}", r"\toprule",
+             " & ".join(["", *map(latex_escape, table.columns)]) + r" \\", r"\midrule"]
+    for row in table.rows:
+        cells = [_plain(table.cells[row, col], pm=r"$\pm$") for col in table.columns]
+        lines.append(" & ".join([latex_escape(row), *cells]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines)
+
+
+@FORMATS.register("csv")
+def render_csv(table: Table) -> str:
+    records = [{"table": table.title, "row": row, "column": col,
+                "mean": s.mean if s else None, "std": s.std if s else None, "n": s.n if s else 0}
+               for row in table.rows for col in table.columns for s in [table.cells[row, col]]]
+    buffer = io.StringIO()
+    pd.DataFrame.from_records(records, columns=["table", "row", "column", "mean", "std", "n"]).to_csv(buffer, index=False)
+    return buffer.getvalue().rstrip("\n")

@@ -253,7 +253,7 @@ class Trainer:
                 "loss_terms": {name: float(v) / steps for name, v in sums.items()}}
 
     def _diverged(self, epoch: int, step: int, losses: dict[str, torch.Tensor]) -> None:
-        terms = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+        terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
         raise TrainingDivergedError(
             f"run {self.job.run_id} ({self.job.arch}): the loss is not finite at epoch {epoch}, step {step} "
             f"({terms}); training stopped. The last good state is {self.checkpoint_path}. "

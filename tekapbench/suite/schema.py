@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tekapbench.data.base import DATASETS
 from tekapbench.errors import ConfigError
@@ -26,17 +26,26 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _known(registry: Registry, value: str) -> str:
-    if value not in registry:
-        raise ValueError(f"unknown {registry.kind} {value!r}; allowed: {', '.join(registry.names())}")
-    return value
+def _registered(registry: Registry) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in registry:
+            raise ValueError(f"unknown {registry.kind} {value!r}; allowed: {', '.join(registry.names())}")
+        return value
+
+    return AfterValidator(check)
+
+
+ArchName = Annotated[str, _registered(MODELS)]
+DatasetName = Annotated[str, _registered(DATASETS)]
+MethodName = Annotated[str, _registered(METHODS)]
+LayoutName = Annotated[str, _registered(LAYOUTS)]
 
 
 class SuiteInfo(Strict):
     name: str = Field(description="names the results folder results/<name>/")
     description: str = ""
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    layout: str = "diverse"
+    layout: LayoutName = "diverse"
 
     @field_validator("name")
     @classmethod
@@ -52,21 +61,11 @@ class SuiteInfo(Strict):
             raise ValueError(f"seeds must be distinct, got {v}")
         return v
 
-    @field_validator("layout")
-    @classmethod
-    def _known_layout(cls, v: str) -> str:
-        return _known(LAYOUTS, v)
-
 
 class DataSection(Strict):
-    datasets: list[str] = Field(default_factory=lambda: ["cifar100"], min_length=1)
+    datasets: list[DatasetName] = Field(default_factory=lambda: ["cifar100"], min_length=1)
     root: str = Field("data", description="folder that holds the datasets, relative to the working directory")
     download: bool = False
-
-    @field_validator("datasets")
-    @classmethod
-    def _known_datasets(cls, v: list[str]) -> list[str]:
-        return [_known(DATASETS, name) for name in v]
 
 
 class RecipeOverrides(Strict):
@@ -91,15 +90,10 @@ class RecipeOverrides(Strict):
 
 
 class PairSection(Strict):
-    teacher: str
-    student: str
+    teacher: ArchName
+    student: ArchName
     teacher_checkpoint: str | None = Field(
         None, description="a trained teacher (state dict under key 'model'); the teacher is then not trained")
-
-    @field_validator("teacher", "student")
-    @classmethod
-    def _known_arch(cls, v: str) -> str:
-        return _known(MODELS, v)
 
     @property
     def label(self) -> str:
@@ -107,32 +101,22 @@ class PairSection(Strict):
 
 
 class TermSection(Strict):
-    method: str
+    method: MethodName
     weight: float | None = Field(None, ge=0, description="default: the method's standard weight")
     params: dict[str, Any] = Field(default_factory=dict)
     tekap: TeKAPSettings | None = None
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, v: str) -> str:
-        return _known(METHODS, v)
 
 
 class MethodSection(Strict):
     """Either one base method (``method = "kd"``, optionally with weight, params, tekap) or ``terms``."""
 
     label: str | None = None
-    method: str | None = None
+    method: MethodName | None = None
     weight: float | None = Field(None, ge=0)
     params: dict[str, Any] = Field(default_factory=dict)
     tekap: TeKAPSettings | None = None
     ce_weight: float | None = Field(None, ge=0)
     terms: list[TermSection] | None = None
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, v: str | None) -> str | None:
-        return None if v is None else _known(METHODS, v)
 
     @model_validator(mode="after")
     def _one_form(self) -> "MethodSection":

@@ -1,0 +1,131 @@
+"""The command line end to end on the embedded digits: run, skip, force, resume, table, bad input."""
+import json
+import textwrap
+
+import pytest
+
+from tekapbench.cli import main
+from tekapbench.engine import trainer as trainer_module
+
+SUITE = """
+[suite]
+name = "cli"
+seeds = [0]
+
+[data]
+datasets = ["digits"]
+
+[recipe]
+epochs = 1
+
+[[pairs]]
+teacher = "resnet8_tiny"
+student = "resnet8_tiny"
+
+[[methods]]
+label = "Student"
+method = "vanilla"
+
+[[methods]]
+label = "KD"
+method = "kd"
+
+[[methods]]
+label = "KD+TeKAP (L)"
+method = "kd"
+tekap = { level = "logit" }
+"""
+
+
+@pytest.fixture
+def suite(tmp_path):
+    path = tmp_path / "cli.toml"
+    path.write_text(textwrap.dedent(SUITE))
+    return path
+
+
+def records(results):
+    return sorted(results.glob("cli/runs/*/attempt-*/record.json"))
+
+
+def test_run_writes_records_and_prints_the_table(tmp_path, suite, capsys):
+    results = tmp_path / "results"
+    assert main(["run", str(suite), "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    for row in ("Teacher", "Student", "KD", "KD+TeKAP (L)"):
+        assert f"| {row} " in out
+    found = records(results)
+    assert len(found) == 3  # the vanilla student is the teacher run: trained once
+    record = json.loads(found[0].read_text())
+    assert set(record["provenance"]) >= {"tekapbench", "git_commit", "torch", "device", "wall_seconds"}
+    assert record["spec"]["recipe"]["epochs"] == 1
+    assert 0 <= record["metrics"]["test_acc_last"] <= 100
+
+    # again: nothing to do; --force: new records beside the old ones, which stay untouched
+    before = {p: p.read_text() for p in found}
+    assert main(["run", str(suite), "--results", str(results), "--quiet"]) == 0
+    assert records(results) == found
+    assert main(["run", str(suite), "--results", str(results), "--quiet", "--force"]) == 0
+    assert len(records(results)) == 6
+    assert all(p.read_text() == text for p, text in before.items())
+
+    for fmt, marker in (("latex", r"\toprule"), ("csv", "table,row,column,mean,std,n"), ("markdown", "|:--")):
+        assert main(["table", "--results", str(results), "--format", fmt]) == 0
+        assert marker in capsys.readouterr().out
+
+
+def test_an_interrupted_suite_picks_up_where_it_stopped(tmp_path, suite, monkeypatch, capsys):
+    results = tmp_path / "results"
+    real_fit = trainer_module.Trainer.fit
+    calls = {"n": 0}
+
+    def fit_then_interrupt(self):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_fit(self)
+
+    monkeypatch.setattr(trainer_module.Trainer, "fit", fit_then_interrupt)
+    assert main(["run", str(suite), "--results", str(results), "--quiet"]) == 130
+    assert len(records(results)) == 1
+    first = records(results)[0].read_text()
+    monkeypatch.setattr(trainer_module.Trainer, "fit", real_fit)
+    assert main(["run", str(suite), "--results", str(results), "--quiet"]) == 0
+    assert len(records(results)) == 3
+    assert records(results)[0].read_text() == first or first in [p.read_text() for p in records(results)]
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_dry_run_lists_runs_and_trains_nothing(tmp_path, suite, capsys):
+    results = tmp_path / "results"
+    assert main(["run", str(suite), "--results", str(results), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "3 runs, 3 to run" in out
+    assert not results.exists()
+
+
+def test_a_bad_suite_exits_2_naming_file_and_key_and_runs_nothing(tmp_path, suite, capsys):
+    suite.write_text(suite.read_text().replace('method = "kd"\n', 'method = "kdd"\n', 1))
+    results = tmp_path / "results"
+    assert main(["run", str(suite), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert str(suite) in err and "methods[1].method" in err and "allowed: crd, dkd, fitnet, kd, vanilla" in err
+    assert not results.exists()
+
+
+def test_missing_cifar100_exits_2_before_anything_trains(tmp_path, suite, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    suite.write_text(suite.read_text().replace('datasets = ["digits"]', 'datasets = ["cifar100"]'))
+    assert main(["run", str(suite), "--results", "results"]) == 2
+    err = capsys.readouterr().err
+    assert "cifar-100-python" in err and "download" in err
+    assert not list((tmp_path / "results").glob("cli/runs/*"))
+
+
+def test_table_without_results_or_with_unknown_format_exits_2(tmp_path, capsys):
+    assert main(["table", "--results", str(tmp_path / "none")]) == 2
+    assert "no results" in capsys.readouterr().err
+    (tmp_path / "r" / "x").mkdir(parents=True)
+    (tmp_path / "r" / "x" / "plan.json").write_text(json.dumps({"layout": "diverse", "cells": []}))
+    assert main(["table", "--results", str(tmp_path / "r"), "--format", "docx"]) == 2
+    assert "unknown table format 'docx'; allowed: csv, github, latex, markdown" in capsys.readouterr().err

@@ -1,0 +1,154 @@
+"""Suite files: validation before anything runs, and the expansion into runs."""
+import textwrap
+
+import pytest
+
+from tekapbench.errors import ConfigError
+from tekapbench.suite.plan import TEACHER_ROW, plan_suite
+
+BASE = """
+[suite]
+name = "t"
+seeds = [0, 1]
+
+[data]
+datasets = ["digits"]
+
+[recipe]
+epochs = 2
+
+[[pairs]]
+teacher = "resnet20_tiny"
+student = "resnet8_tiny"
+
+[[methods]]
+label = "Student"
+method = "vanilla"
+
+[[methods]]
+label = "KD"
+method = "kd"
+
+[[methods]]
+label = "KD+TeKAP (L)"
+method = "kd"
+tekap = { level = "logit" }
+"""
+
+
+def write(tmp_path, text, name="suite.toml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems(tmp_path, text):
+    with pytest.raises(ConfigError) as info:
+        plan_suite(write(tmp_path, text))
+    assert str(tmp_path / "suite.toml") in str(info.value)
+    return dict(info.value.problems)
+
+
+def test_plan_expands_the_matrix_and_shares_teachers(tmp_path):
+    plan = plan_suite(write(tmp_path, BASE))
+    # per seed: one teacher, vanilla, KD, KD+TeKAP
+    assert len(plan.runs) == 8
+    assert len(plan.cells) == 8
+    teachers = [c for c in plan.cells if c.row == TEACHER_ROW]
+    students = [plan.runs[c.run_id] for c in plan.cells if c.row in ("KD", "KD+TeKAP (L)")]
+    assert {s.teacher for s in students} == {t.run_id for t in teachers}
+    order = list(plan.runs)
+    assert all(order.index(s.teacher) < order.index(s.run_id) for s in students)
+    tekap = next(plan.runs[c.run_id] for c in plan.cells if c.row == "KD+TeKAP (L)")
+    settings = tekap.method.terms[0].tekap
+    assert (settings.n_teachers, settings.alpha, settings.sigma) == (3, 0.1, 1.0)
+    assert tekap.method.ce_weight == 0.1 and tekap.method.terms[0].weight == 0.9
+
+
+def test_run_ids_are_stable_and_follow_the_resolved_spec(tmp_path):
+    first = plan_suite(write(tmp_path, BASE))
+    again = plan_suite(write(tmp_path, BASE.replace('label = "KD"', 'label = "Hinton KD"'), "b.toml"))
+    assert list(first.runs) == list(again.runs)  # labels do not change ids
+    changed = plan_suite(write(tmp_path, BASE.replace("epochs = 2", "epochs = 3"), "c.toml"))
+    assert not set(first.runs) & set(changed.runs)
+
+
+def test_a_vanilla_student_of_the_teacher_architecture_is_the_teacher_run(tmp_path):
+    text = BASE.replace('student = "resnet8_tiny"', 'student = "resnet20_tiny"')
+    plan = plan_suite(write(tmp_path, text))
+    by_row = {(c.row, c.seed): c.run_id for c in plan.cells}
+    assert by_row[TEACHER_ROW, 0] == by_row["Student", 0]
+
+
+def test_per_architecture_lr_and_linear_scaling_but_never_over_an_explicit_lr(tmp_path):
+    text = BASE.replace('student = "resnet8_tiny"', 'student = "MobileNetV2"')
+    plan = plan_suite(write(tmp_path, text))
+    lrs = {plan.runs[c.run_id].arch: plan.runs[c.run_id].recipe.lr for c in plan.cells}
+    assert lrs == {"resnet20_tiny": 0.05, "MobileNetV2": 0.01}
+    scaled = plan_suite(write(tmp_path, text.replace("epochs = 2", "epochs = 2\nbatch_size = 128"), "b.toml"))
+    assert {scaled.runs[c.run_id].recipe.lr for c in scaled.cells
+            if scaled.runs[c.run_id].arch == "MobileNetV2"} == {0.02}
+    explicit = plan_suite(write(tmp_path, text.replace("epochs = 2", "epochs = 2\nlr = 0.1"), "c.toml"))
+    assert {r.recipe.lr for r in explicit.runs.values()} == {0.1}
+
+
+def test_dkd_beta_follows_the_pair_unless_given(tmp_path):
+    text = BASE.replace('teacher = "resnet20_tiny"', 'teacher = "resnet56"').replace(
+        'student = "resnet8_tiny"', 'student = "resnet20"') + '\n[[methods]]\nmethod = "dkd"\n'
+    plan = plan_suite(write(tmp_path, text))
+    dkd = next(plan.runs[c.run_id] for c in plan.cells if c.row == "dkd")
+    assert dkd.method.terms[0].params.beta == 2.0
+
+
+def test_composite_method_tekap_fl(tmp_path):
+    text = BASE + """
+[[methods]]
+label = "TeKAP (F+L)"
+terms = [
+  { method = "crd", weight = 0.8, tekap = { level = "feature" } },
+  { method = "kd", weight = 1.0, tekap = { level = "logit" } },
+]
+"""
+    plan = plan_suite(write(tmp_path, text))
+    run = next(plan.runs[c.run_id] for c in plan.cells if c.row == "TeKAP (F+L)")
+    assert run.method.ce_weight == 1.0
+    assert [(t.method, t.weight, t.tekap.level) for t in run.method.terms] == [("crd", 0.8, "feature"),
+                                                                              ("kd", 1.0, "logit")]
+
+
+@pytest.mark.parametrize("edit,key,fragment", [
+    (("[recipe]", "[recipe]\nepoch = 3"), "recipe.epoch", "unknown key"),
+    (("epochs = 2", 'epochs = "two"'), "recipe.epochs", "valid integer"),
+    (('student = "resnet8_tiny"', 'student = "resnet9"'), "pairs[0].student", "allowed: MobileNetV2"),
+    (('method = "kd"\n', 'method = "kdd"\n'), "methods[1].method", "unknown method 'kdd'; allowed: crd, dkd"),
+    (('datasets = ["digits"]', 'datasets = ["cifar10"]'), "data.datasets[0]", "allowed: cifar100, digits"),
+    (('level = "logit"', 'level = "pixel"'), "methods[2].tekap.level", "'logit', 'feature' or 'both'"),
+    (('level = "logit"', 'level = "feature"'), "methods[2].tekap.level", "changes nothing that kd reads"),
+    (('seeds = [0, 1]', 'seeds = [0, 0]'), "suite.seeds", "distinct"),
+    (('name = "t"', 'name = "../x"'), "suite.name", "folder"),
+])
+def test_bad_suites_name_the_key_and_what_is_allowed(tmp_path, edit, key, fragment):
+    found = problems(tmp_path, BASE.replace(*edit))
+    assert key in found, found
+    assert fragment in found[key]
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    text = BASE.replace('student = "resnet8_tiny"', 'student = "resnet9"').replace("epochs = 2", "epochs = -1")
+    text += '\n[[methods]]\nmethod = "dkd"\nparams = { temperature = 0, gamma = 1 }\n'
+    found = problems(tmp_path, text)
+    assert {"pairs[0].student", "recipe.epochs"} <= set(found)
+
+
+def test_method_params_are_validated_against_the_method(tmp_path):
+    text = BASE + '\n[[methods]]\nmethod = "dkd"\nparams = { temperature = 0, gamma = 1 }\n'
+    found = problems(tmp_path, text)
+    assert "greater than 0" in found["methods[3].params.temperature"]
+    assert found["methods[3].params.gamma"] == "unknown key"
+
+
+def test_missing_teacher_checkpoint_and_bad_toml(tmp_path):
+    found = problems(tmp_path, BASE.replace('student = "resnet8_tiny"',
+                                            'student = "resnet8_tiny"\nteacher_checkpoint = "nope.pth"'))
+    assert "file not found" in found["pairs[0].teacher_checkpoint"]
+    assert "not valid TOML" in problems(tmp_path, "[suite\n")[""]

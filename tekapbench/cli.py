@@ -23,12 +23,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         pending = set(runner.pending())
         print(f"suite {plan.name} ({plan.source}): {len(plan.runs)} runs, {len(pending)} to run on {device}")
         for run_id, spec in plan.runs.items():
-            rows = sorted({c.row for c in plan.cells if c.run_id == run_id})
-            what = spec.method.to_dict()["terms"] if spec.method else f"checkpoint {spec.checkpoint}"
+            rows = "/".join(dict.fromkeys(c.row for c in plan.cells if c.run_id == run_id))
+            what = spec.method.describe() if spec.method else f"checkpoint {spec.checkpoint}"
+            seed = "" if spec.seed is None else f"seed {spec.seed}"
             state = "to run" if run_id in pending else "done"
-            seed = "-" if spec.seed is None else spec.seed
-            print(f"  {run_id}  {state:6}  {spec.dataset:10} {spec.arch:14} seed {seed}  "
-                  f"{'/'.join(rows)}  {[t['method'] + ('+tekap' if t['tekap'] else '') for t in what] if spec.method else what}")
+            print(f"  {run_id}  {state:6}  {spec.dataset:9} {spec.arch:14} {seed:7} {rows:16} {what}")
         return 0
     runner.run()
     if not args.quiet:
@@ -91,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     except TekapbenchError as exc:
         print(f"tekapbench {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("\ninterrupted: finished runs are saved; run the same command again to resume", file=sys.stderr)
         return 130

@@ -48,6 +48,11 @@ class MethodSpec:
     def to_dict(self) -> dict:
         return {"ce_weight": self.ce_weight, "terms": [t.to_dict() for t in self.terms]}
 
+    def describe(self) -> str:
+        """e.g. ``0.1*ce + 0.9*kd+tekap``."""
+        parts = [f"{self.ce_weight:g}*ce"] if self.ce_weight else []
+        return " + ".join(parts + [f"{t.weight:g}*{t.name}" for t in self.terms])
+
 
 class Objective(nn.Module):
     """``ce_weight * CE + sum_k weight_k * term_k``; returns the weighted named terms.

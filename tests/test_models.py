@@ -55,6 +55,16 @@ def with_trained_statistics(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Batch-2 forwards gain nothing from intra-op threads, and on a busy 2-core machine two threads spinning
+    on one free core make them up to ~100x slower; restore the setting for other modules."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def images() -> torch.Tensor:
     return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -129,3 +129,12 @@ def test_table_without_results_or_with_unknown_format_exits_2(tmp_path, capsys):
     (tmp_path / "r" / "x" / "plan.json").write_text(json.dumps({"layout": "diverse", "cells": []}))
     assert main(["table", "--results", str(tmp_path / "r"), "--format", "docx"]) == 2
     assert "unknown table format 'docx'; allowed: csv, github, latex, markdown" in capsys.readouterr().err
+
+
+def test_a_setting_an_architecture_cannot_run_stops_before_training(tmp_path, suite, capsys):
+    suite.write_text(suite.read_text() + '\n[[methods]]\nmethod = "fitnet"\nparams = { hint_layer = 9 }\n')
+    results = tmp_path / "results"
+    assert main(["run", str(suite), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "hint_layer 9 out of range" in err and "resnet8_tiny → resnet8_tiny" in err
+    assert not results.exists()

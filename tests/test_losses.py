@@ -229,3 +229,17 @@ def test_objective_is_the_weighted_sum_of_named_terms():
     assert losses["ce"].item() == pytest.approx(0.1 * ce, rel=1e-6)
     assert losses["kd"].item() == pytest.approx(0.9 * kd_loss(torch.tensor(S), torch.tensor(T), 4).item(), rel=1e-6)
     assert not Objective(MethodSpec(ce_weight=1.0), None).needs_teacher
+
+
+def test_fitnet_is_the_mse_between_the_regressed_hint_and_the_teacher_feature():
+    shapes = FeatureShapes(features=((2, 4, 4), (3, 4, 4)), embedding_dim=3, num_classes=4)
+    ctx = DistillContext(student=shapes, teacher=shapes, num_classes=4, train_labels=torch.arange(4), device=None)
+    fitnet = METHODS.get("fitnet").term(METHODS.get("fitnet").params(hint_layer=1), ctx)
+    fitnet.regressor = torch.nn.Identity()  # isolate the loss from the regressor's random weights
+    fs, ft = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    s = out(torch.zeros(2, 4), features=(torch.zeros(2, 2, 4, 4), fs))
+    t = out(torch.zeros(2, 4), features=(torch.zeros(2, 2, 4, 4), ft))
+    expected = sum((a - b) ** 2 for a, b in zip(fs.flatten().tolist(), ft.flatten().tolist())) / fs.numel()
+    assert fitnet(s, t, batch([0, 1]), epoch=1).item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="out of range"):
+        METHODS.get("fitnet").term(METHODS.get("fitnet").params(hint_layer=2), ctx)

@@ -55,6 +55,28 @@ def _cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_list(args: argparse.Namespace) -> int:
+    from tekapbench.data import DATASETS
+    from tekapbench.methods import METHODS
+    from tekapbench.models import MODELS, create_model
+    from tekapbench.tables import FORMATS, LAYOUTS
+
+    def about(kind: str, name: str) -> str:
+        if kind == "models":
+            params = sum(p.numel() for p in create_model(name, 100).parameters())
+            return f"{params / 1e6:6.2f}M parameters at 100 classes"
+        entry = registries[kind].get(name)
+        return getattr(entry, "description", "") or (getattr(entry, "__doc__", "") or "").strip().split("\n")[0]
+
+    registries = {"models": MODELS, "datasets": DATASETS, "methods": METHODS, "layouts": LAYOUTS,
+                  "formats": FORMATS}
+    for kind in [args.kind] if args.kind else registries:
+        print(f"{kind}:")
+        for name in registries[kind].names():
+            print(f"  {name:16} {about(kind, name)}".rstrip())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tekapbench", description=__doc__.splitlines()[0].strip("`. "))
     parser.add_argument("--version", action="version", version=f"tekapbench {__version__}")
@@ -77,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--metric", choices=["last", "best"], default="last",
                        help="last-epoch (default, as CRD/TeKAP report) or best-epoch test accuracy")
     table.set_defaults(func=_cmd_table)
+
+    listing = sub.add_parser("list", help="list the registered models, datasets, methods, layouts and formats")
+    listing.add_argument("kind", nargs="?", choices=["models", "datasets", "methods", "layouts", "formats"])
+    listing.set_defaults(func=_cmd_list)
     return parser
 
 

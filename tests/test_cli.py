@@ -138,3 +138,12 @@ def test_a_setting_an_architecture_cannot_run_stops_before_training(tmp_path, su
     err = capsys.readouterr().err
     assert "hint_layer 9 out of range" in err and "resnet8_tiny → resnet8_tiny" in err
     assert not results.exists()
+
+
+def test_list_shows_what_is_registered(capsys):
+    assert main(["list", "methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ("vanilla", "kd", "crd", "fitnet", "dkd"):
+        assert f"  {name} " in out
+    assert main(["list", "datasets"]) == 0
+    assert "cifar100" in capsys.readouterr().out

@@ -7,6 +7,7 @@ from tekapbench.tables.base import LAYOUTS, CellRef, MetricLookup, Stat, Table
 
 @LAYOUTS.register("diverse")
 def diverse_networks(cells: list[CellRef], value_of: MetricLookup, metric_label: str) -> list[Table]:
+    """Rows Teacher, Student and each method; one column per teacher->student pair (the seed's tables)."""
     tables = []
     for dataset in dict.fromkeys(c.dataset for c in cells):
         mine = [c for c in cells if c.dataset == dataset]

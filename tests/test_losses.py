@@ -243,3 +243,23 @@ def test_fitnet_is_the_mse_between_the_regressed_hint_and_the_teacher_feature():
     assert fitnet(s, t, batch([0, 1]), epoch=1).item() == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="out of range"):
         METHODS.get("fitnet").term(METHODS.get("fitnet").params(hint_layer=2), ctx)
+
+
+def test_tekap_on_crd_scores_every_view_against_the_same_memory():
+    from tekapbench.seeding import derive_seed
+
+    def build():
+        torch.manual_seed(0)
+        return CRDLoss(CRDParams(feat_dim=5, nce_k=7), crd_context())
+
+    torch.manual_seed(1)
+    s = out(torch.randn(3, 4), embedding=torch.randn(3, 6))
+    t = out(torch.randn(3, 4), embedding=torch.randn(3, 8))
+    b = batch(torch.tensor([0, 1, 2]), indices=torch.tensor([0, 5, 10]))
+    plain = build()
+    plain.reseed(derive_seed(9, "base"))
+    expected = plain(s, t, b, epoch=1).item()
+    wrapped = TeKAP(build(), TeKAPSettings(level="feature", alpha=0.0, n_teachers=2))
+    wrapped.reseed(9)
+    # alpha = 0: both synthetic teachers equal the real one, so the loss is (1 + 2 * 1.0) times CRD's
+    assert wrapped(s, t, b, epoch=1).item() == pytest.approx(3 * expected, rel=1e-6)

@@ -77,15 +77,14 @@ class CRDLoss(LossTerm):
         self.embed_s = Embed(ctx.student.embedding_dim, params.feat_dim)
         self.embed_t = Embed(ctx.teacher.embedding_dim, params.feat_dim)
         stdv = 1.0 / math.sqrt(params.feat_dim / 3)
-        init = torch.Generator().manual_seed(0)
-        for name in ("memory_s", "memory_t"):
-            bank = torch.rand(self.num_data, params.feat_dim, generator=init) * (2 * stdv) - stdv
+        for name in ("memory_s", "memory_t"):  # drawn from the run's seeded global generator, like the weights
+            bank = torch.rand(self.num_data, params.feat_dim) * (2 * stdv) - stdv
             self.register_buffer(name, bank)
         # NCE normalisers, fixed from the first batch (negative = not yet set)
         self.register_buffer("z_norm", torch.full((2,), -1.0))
         self.sampler = OtherClassSampler(ctx.train_labels)
         self.generator: torch.Generator | None = None
-        self._contrast: torch.Tensor | None = None
+        self._gathered: tuple[torch.Tensor, torch.Tensor] | None = None  # this batch's bank rows
         self._z_ready = False  # caches "z_norm is set" so the hot path does not sync with the device
 
     def reseed(self, seed: int) -> None:
@@ -101,14 +100,16 @@ class CRDLoss(LossTerm):
     def forward(self, student, teacher, batch, epoch, *, primary=True):
         v_s = self.embed_s(student.embedding)
         v_t = self.embed_t(teacher.embedding)
-        if primary or self._contrast is None:
+        if primary or self._gathered is None:
+            # the real teacher's call samples the negatives and gathers the banks; calls on synthetic
+            # teachers reuse both, so every view of a batch is scored against the same memory state
             negatives = self.sampler.sample(batch.labels, self.params.nce_k, self.generator)
-            self._contrast = torch.cat([batch.indices.unsqueeze(1), negatives], dim=1)
-        idx = self._contrast
-        bsz, k1, dim = idx.shape[0], idx.shape[1], v_s.shape[1]
+            idx = torch.cat([batch.indices.unsqueeze(1), negatives], dim=1).view(-1)
+            shape = (batch.indices.numel(), self.params.nce_k + 1, self.params.feat_dim)
+            self._gathered = (self.memory_t.index_select(0, idx).view(shape),
+                              self.memory_s.index_select(0, idx).view(shape))
+        w_t, w_s = self._gathered
         # the student embedding is scored against the teacher bank and vice versa
-        w_t = self.memory_t.index_select(0, idx.view(-1)).view(bsz, k1, dim)
-        w_s = self.memory_s.index_select(0, idx.view(-1)).view(bsz, k1, dim)
         out_s = torch.exp(torch.bmm(w_t, v_s.unsqueeze(2)).squeeze(2) / self.params.nce_t)
         out_t = torch.exp(torch.bmm(w_s, v_t.unsqueeze(2)).squeeze(2) / self.params.nce_t)
         if not self._z_ready:

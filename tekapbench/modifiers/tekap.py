@@ -26,14 +26,13 @@ from tekapbench.seeding import derive_seed
 LEVEL_FIELDS: dict[str, frozenset[str]] = {
     "logit": frozenset({"logits"}),
     "feature": frozenset({"embedding", "features", "preact_features"}),
-    "both": frozenset({"logits", "embedding", "features", "preact_features"}),
 }
 
-# The official code's numbers for each level (REFERENCE.md section 1); "both" takes the logit ones.
+# The official code's numbers for each level (REFERENCE.md section 1). TeKAP (F+L) is two wrapped terms,
+# a feature-level one and a logit-level one, each with its own defaults (see suites/diverse.toml).
 LEVEL_DEFAULTS: dict[str, dict[str, float]] = {
     "logit": {"n_teachers": 3, "alpha": 0.1, "sigma": 1.0, "real_weight": 1.0, "synthetic_weight": 0.8},
     "feature": {"n_teachers": 1, "alpha": 0.1, "sigma": 0.1, "real_weight": 1.0, "synthetic_weight": 1.0},
-    "both": {"n_teachers": 3, "alpha": 0.1, "sigma": 1.0, "real_weight": 1.0, "synthetic_weight": 0.8},
 }
 
 
@@ -54,7 +53,7 @@ class TeKAPSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    level: Literal["logit", "feature", "both"] = "logit"
+    level: Literal["logit", "feature"] = "logit"
     n_teachers: int | None = Field(None, ge=1, description="number of synthetic teachers N")
     alpha: float | None = Field(None, ge=0, le=1, description="weight of the noise in the mix")
     sigma: float | None = Field(None, ge=0, description="standard deviation of the noise")

@@ -45,6 +45,8 @@ class SuiteInfo(Strict):
     name: str = Field(description="names the results folder results/<name>/")
     description: str = ""
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    teacher_seed: int | None = Field(
+        None, description="train one teacher with this seed for every student seed (default: one per seed)")
     layout: LayoutName = "diverse"
 
     @field_validator("name")
@@ -126,6 +128,12 @@ class MethodSection(Strict):
             raise ValueError("with 'terms', put weight, params and tekap inside each term")
         if self.terms is not None and not self.terms:
             raise ValueError("'terms' is empty; use method = \"vanilla\" for cross-entropy only")
+        if self.method is not None and METHODS.get(self.method).term is None:
+            given = [k for k in ("weight", "params", "tekap") if getattr(self, k)]
+            if given:
+                raise ValueError(f"{self.method!r} trains with cross-entropy only: remove {', '.join(given)}")
+            if self.ce_weight == 0:
+                raise ValueError(f"{self.method!r} with ce_weight = 0 has nothing to train on")
         return self
 
     def term_sections(self) -> list[TermSection]:

@@ -41,19 +41,23 @@ class DataOptions:
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """A registered dataset: its reader and the name of its default training recipe."""
+    """A registered dataset: its reader, the name of its default training recipe, and the shape of its
+    data (known without reading it, so that a suite can be checked before any file is opened)."""
 
     load: Callable[[DataOptions], ImageSplits]
     recipe: str
+    num_classes: int
+    image_size: int
     description: str = ""
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
-def register_dataset(name: str, *, recipe: str, description: str = ""):
+def register_dataset(name: str, *, recipe: str, num_classes: int, image_size: int, description: str = ""):
     def decorator(load: Callable[[DataOptions], ImageSplits]):
-        DATASETS.register(name)(DatasetEntry(load=load, recipe=recipe, description=description))
+        DATASETS.register(name)(DatasetEntry(load=load, recipe=recipe, num_classes=num_classes,
+                                             image_size=image_size, description=description))
         return load
 
     return decorator

@@ -118,6 +118,8 @@ def read_cifar100(root: Path) -> ImageSplits:
 @register_dataset(
     "cifar100",
     recipe="cifar100",
+    num_classes=100,
+    image_size=32,
     description="CIFAR-100 (50,000 train / 10,000 test, 32x32, 100 classes) from <root>/cifar-100-python/",
 )
 def load_cifar100(options: DataOptions) -> ImageSplits:

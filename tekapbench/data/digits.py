@@ -54,6 +54,8 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
 @register_dataset(
     "digits",
     recipe="digits",
+    num_classes=10,
+    image_size=32,
     description="scikit-learn's bundled handwritten digits (1,797 images, 10 classes) as 32x32 RGB; "
     "no download",
 )

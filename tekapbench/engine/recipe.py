@@ -19,7 +19,9 @@ class Recipe:
     weight_decay: float
     milestones: tuple[int, ...]
     lr_decay: float
-    eval_batch_size: int
+    eval_batch_size: int  # does not change results: not part of a run's identity
+    crop_padding: int
+    flip: bool
 
     def lr_at(self, epoch: int) -> float:
         """Step schedule; ``epoch`` counts from 1, and the lr drops after each milestone epoch."""
@@ -28,6 +30,12 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["milestones"] = list(self.milestones)
+        return d
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that can change a result."""
+        d = self.to_dict()
+        del d["eval_batch_size"]
         return d
 
 
@@ -42,8 +50,13 @@ def resolve_recipe(recipe_name: str, arch: str, overrides: dict[str, Any]) -> Re
     base = dict(recipe_table()[recipe_name])
     lr_by_arch = base.pop("lr_by_arch", {})
     lr_batch_size = base.pop("lr_batch_size")
-    values = {**base, **{k: v for k, v in overrides.items() if v is not None}}
-    if overrides.get("lr") is None:  # never touch a user's explicit lr
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values = {**base, **given}
+    if "lr" not in given:  # never touch a user's explicit lr
         values["lr"] = lr_by_arch.get(arch, base["lr"]) * values["batch_size"] / lr_batch_size
+    if "epochs" in given and "milestones" not in given:
+        scale = values["epochs"] / base["epochs"]
+        values["milestones"] = sorted({m for m in (round(b * scale) for b in base["milestones"])
+                                       if 0 < m < values["epochs"]})
     values["milestones"] = tuple(values["milestones"])
     return Recipe(**values)

@@ -1,7 +1,6 @@
 """Executes a suite plan in order on one device: skips finished runs, resumes unfinished ones."""
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,9 +11,8 @@ import torch
 from tekapbench.data.base import DataOptions, ImageSplits, load_dataset
 from tekapbench.data.loader import DeviceLoader
 from tekapbench.errors import UsageError
-from tekapbench.engine.trainer import Precision, Trainer, TrainJob, evaluate, load_weights, probe_shapes
-from tekapbench.methods import DistillContext, FeatureShapes, Objective
-from tekapbench.models.base import create_model
+from tekapbench.engine.trainer import Precision, Trainer, TrainJob, evaluate
+from tekapbench.models.base import create_model, load_weights
 from tekapbench.progress import Progress
 from tekapbench.results.provenance import provenance
 from tekapbench.results.store import ResultStore
@@ -57,44 +55,11 @@ class SuiteRunner:
         todo = self.pending()
         for name in dict.fromkeys(self.plan.runs[r].dataset for r in todo):
             self.dataset(name)  # a missing dataset stops the suite before anything trains
-        self.preflight(todo)
         self.store.save_plan(self.plan.to_dict())
         self.progress.suite(self.plan.name, len(self.plan.runs), len(todo))
         for index, run_id in enumerate(todo, 1):
             self.execute(run_id, index, len(todo))
         return todo
-
-    def preflight(self, todo: list[str]) -> None:
-        """Builds each distinct student objective once on the CPU, so that a setting that cannot work
-        with an architecture (a hint layer it does not have, ...) stops the suite before anything trains."""
-        cpu = torch.device("cpu")
-        shapes: dict[tuple[str, str], FeatureShapes] = {}
-        checked: set[str] = set()
-        problems = []
-
-        def shapes_of(arch: str, data: ImageSplits) -> FeatureShapes:
-            if (arch, data.name) not in shapes:
-                shapes[arch, data.name] = probe_shapes(create_model(arch, data.num_classes), data.image_size, cpu)
-            return shapes[arch, data.name]
-
-        for run_id in todo:
-            spec = self.plan.runs[run_id]
-            if spec.method is None or not spec.method.needs_teacher:
-                continue
-            teacher_arch = self.plan.runs[spec.teacher].arch
-            key = json.dumps([spec.dataset, teacher_arch, spec.arch, spec.method.to_dict()], sort_keys=True)
-            if key in checked:
-                continue
-            checked.add(key)
-            data = self.dataset(spec.dataset)
-            ctx = DistillContext(student=shapes_of(spec.arch, data), teacher=shapes_of(teacher_arch, data),
-                                 num_classes=data.num_classes, train_labels=data.train_labels, device=cpu)
-            try:
-                Objective(spec.method, ctx)
-            except ValueError as exc:
-                problems.append(f"  {teacher_arch} → {spec.arch}, {spec.method.describe()}: {exc}")
-        if problems:
-            raise UsageError(f"{self.plan.source}: settings that cannot run:\n" + "\n".join(problems))
 
     def _teacher_model(self, spec: RunSpec, num_classes: int) -> tuple[torch.nn.Module, dict[str, Any]]:
         teacher_spec = self.plan.runs[spec.teacher]

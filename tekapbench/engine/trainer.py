@@ -22,9 +22,9 @@ from tekapbench.data.base import ImageSplits
 from tekapbench.data.loader import DeviceLoader
 from tekapbench.engine.recipe import Recipe
 from tekapbench.errors import TrainingDivergedError, UsageError
-from tekapbench.methods.base import DistillContext, FeatureShapes
+from tekapbench.methods.base import DistillContext
 from tekapbench.methods.objective import MethodSpec, Objective
-from tekapbench.models.base import create_model
+from tekapbench.models.base import create_model, probe_shapes
 from tekapbench.seeding import derive_seed, make_generator, seed_everything
 
 CHECKPOINT_FORMAT = 1
@@ -51,20 +51,6 @@ class Precision:
 
 
 @torch.no_grad()
-def probe_shapes(model: nn.Module, image_size: int, device: torch.device) -> FeatureShapes:
-    """Shapes of a model's outputs on one image; the model's train/eval mode is left as it was."""
-    was_training = model.training
-    model.eval()
-    out = model(torch.zeros(1, 3, image_size, image_size, device=device))
-    model.train(was_training)
-    return FeatureShapes(
-        features=tuple(tuple(f.shape[1:]) for f in out.features),
-        embedding_dim=int(out.embedding.shape[1]),
-        num_classes=int(out.logits.shape[1]),
-    )
-
-
-@torch.no_grad()
 def evaluate(model: nn.Module, loader: DeviceLoader, precision: Precision, device: torch.device) -> dict[str, float]:
     """Top-1 and top-5 accuracy in % and mean cross-entropy over the loader's split."""
     was_training = model.training
@@ -85,23 +71,6 @@ def evaluate(model: nn.Module, loader: DeviceLoader, precision: Precision, devic
         n += batch.labels.numel()
     model.train(was_training)
     return {"top1": 100.0 * top1.item() / n, "top5": 100.0 * top5.item() / n, "nll": nll.item() / n}
-
-
-def load_weights(path: Path, model: nn.Module, what: str) -> None:
-    """Loads a checkpoint in the public format (state dict under key 'model') or a bare state dict."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UsageError(f"{what}: checkpoint {path} does not exist") from None
-    except Exception as exc:  # a truncated or foreign file
-        raise UsageError(f"{what}: cannot read checkpoint {path}: {exc}") from None
-    state = blob.get("model", blob) if isinstance(blob, dict) else None
-    if not isinstance(state, dict):
-        raise UsageError(f"{what}: {path} holds no state dict (expected a dict with key 'model')")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise UsageError(f"{what}: {path} does not fit the architecture: {exc}") from None
 
 
 @dataclass
@@ -131,7 +100,8 @@ class Trainer:
         self.teacher = self._prepare(job.teacher).eval() if job.method.needs_teacher else None
         memory_format = dict(channels_last=self.precision.channels_last)
         self.train_loader = DeviceLoader(data.train_images, data.train_labels, batch_size=job.recipe.batch_size,
-                                         device=job.device, mean=data.mean, std=data.std, train=True, **memory_format)
+                                         device=job.device, mean=data.mean, std=data.std, train=True,
+                                         crop_padding=job.recipe.crop_padding, flip=job.recipe.flip, **memory_format)
         self.test_loader = DeviceLoader(data.test_images, data.test_labels, batch_size=job.recipe.eval_batch_size,
                                         device=job.device, mean=data.mean, std=data.std, train=False, **memory_format)
         context = None

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from tekapbench.data.loader import Batch
-from tekapbench.models.base import ModelOutput
+from tekapbench.models.base import FeatureShapes, ModelOutput
 from tekapbench.registry import Registry
 
 
@@ -30,15 +30,6 @@ class MethodParams(BaseModel):
 
 class NoParams(MethodParams):
     pass
-
-
-@dataclass(frozen=True)
-class FeatureShapes:
-    """Shapes a model produces on one input image, probed once (no model-specific code in methods)."""
-
-    features: tuple[tuple[int, ...], ...]  # (C, H, W) per stage, stem first
-    embedding_dim: int
-    num_classes: int
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import ValidationError
 
 from tekapbench.data.base import DATASETS
 from tekapbench.engine.recipe import Recipe, resolve_recipe
-from tekapbench.errors import ConfigError
-from tekapbench.methods.base import METHODS
-from tekapbench.methods.objective import MethodSpec, TermSpec
+from tekapbench.errors import ConfigError, UsageError
+from tekapbench.methods.base import METHODS, DistillContext
+from tekapbench.methods.objective import MethodSpec, Objective, TermSpec
+from tekapbench.models.base import FeatureShapes, create_model, load_weights, probe_shapes
 from tekapbench.modifiers.tekap import LEVEL_FIELDS
 from tekapbench.suite.schema import MethodSection, PairSection, SuiteFile, TermSection, _describe, _key_path, read_suite
 
@@ -46,7 +48,7 @@ class RunSpec:
         if self.kind == "pretrained":
             d["checkpoint_sha256"] = self.checkpoint_sha256
         else:
-            d.update(seed=self.seed, recipe=self.recipe.to_dict(), method=self.method.to_dict(), teacher=self.teacher)
+            d.update(seed=self.seed, recipe=self.recipe.identity(), method=self.method.to_dict(), teacher=self.teacher)
         return d
 
     @property
@@ -56,6 +58,8 @@ class RunSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = self.identity()
+        if self.recipe is not None:
+            d["recipe"] = self.recipe.to_dict()
         if self.checkpoint:
             d["checkpoint"] = self.checkpoint
         return d
@@ -164,40 +168,92 @@ class _Planner:
             return RunSpec(kind="pretrained", dataset=dataset, arch=pair.teacher, checkpoint=str(path),
                            checkpoint_sha256=_sha256(path))
         overrides = self.suite.recipe.merged(self.suite.teacher_recipe).model_dump()
-        return RunSpec(kind="train", dataset=dataset, arch=pair.teacher, seed=seed,
-                       recipe=resolve_recipe(recipe_name, pair.teacher, overrides), method=VANILLA)
+        recipe = self.recipe(recipe_name, pair.teacher, overrides, "teacher_recipe")
+        return RunSpec(kind="train", dataset=dataset, arch=pair.teacher, seed=seed, recipe=recipe, method=VANILLA)
+
+    def recipe(self, recipe_name: str, arch: str, overrides: dict[str, Any], section: str) -> Recipe:
+        recipe = resolve_recipe(recipe_name, arch, overrides)
+        late = [m for m in recipe.milestones if m >= recipe.epochs]
+        if late:
+            self.problems.append((f"{section}.milestones", f"milestones {late} are not before the last epoch "
+                                  f"({recipe.epochs}): the lr would never drop there"))
+        return recipe
 
     def plan(self) -> SuitePlan:
         suite = self.suite
         plan = SuitePlan(name=suite.suite.name, source=self.source, layout=suite.suite.layout,
                          description=suite.suite.description, download=suite.data.download,
                          data_root=suite.data.root)
-        checksums: dict[str, RunSpec | None] = {}
+        teachers: dict[tuple, RunSpec | None] = {}
         for dataset in suite.data.datasets:
             recipe_name = DATASETS.get(dataset).recipe
             for p_index, pair in enumerate(suite.pairs):
                 methods = [self.resolve_method(m, i, pair) for i, m in enumerate(suite.methods)]
+                student_recipe = self.recipe(recipe_name, pair.student, suite.recipe.model_dump(), "recipe")
                 for seed in suite.suite.seeds:
-                    key = (dataset, p_index, seed if pair.teacher_checkpoint is None else None)
-                    if key not in checksums:
-                        checksums[key] = self.teacher_run(pair, p_index, dataset, recipe_name, seed)
-                    teacher = checksums[key]
+                    teacher_seed = seed if suite.suite.teacher_seed is None else suite.suite.teacher_seed
+                    key = (dataset, p_index, teacher_seed if pair.teacher_checkpoint is None else None)
+                    if key not in teachers:
+                        teachers[key] = self.teacher_run(pair, p_index, dataset, recipe_name, teacher_seed)
+                    teacher = teachers[key]
                     if teacher is None or self.problems:
                         continue
                     teacher_id = plan.add_run(teacher)
                     plan.cells.append(Cell(dataset, pair.teacher, pair.student, TEACHER_ROW, seed, teacher_id))
-                    student_recipe = resolve_recipe(recipe_name, pair.student, suite.recipe.model_dump())
                     for section, method in zip(suite.methods, methods):
                         spec = RunSpec(kind="train", dataset=dataset, arch=pair.student, seed=seed,
                                        recipe=student_recipe, method=method,
                                        teacher=teacher_id if method.needs_teacher else None)
                         plan.cells.append(Cell(dataset, pair.teacher, pair.student, section.display_label, seed,
                                                plan.add_run(spec)))
+        if not self.problems:
+            self.preflight(plan)
         if self.problems:
             raise ConfigError(self.source, sorted(set(self.problems), key=self.problems.index))
         # teachers first, so that every student finds its teacher done
         plan.runs = dict(sorted(plan.runs.items(), key=lambda kv: kv[1].method is not None and kv[1].method.needs_teacher))
         return plan
+
+    def preflight(self, plan: SuitePlan) -> None:
+        """Builds every distinct student objective and loads every given teacher checkpoint on the CPU,
+        from the shapes the architectures produce, so that a setting an architecture cannot run (a hint
+        layer it does not have, a checkpoint of another network) is reported before any data is read."""
+        shapes: dict[tuple[str, str], FeatureShapes] = {}
+
+        def shapes_of(arch: str, dataset: str) -> FeatureShapes:
+            if (arch, dataset) not in shapes:
+                entry = DATASETS.get(dataset)
+                shapes[arch, dataset] = probe_shapes(create_model(arch, entry.num_classes), entry.image_size)
+            return shapes[arch, dataset]
+
+        labels = {c.run_id: c.row for c in plan.cells}
+        method_index = {section.display_label: i for i, section in enumerate(self.suite.methods)}
+        pair_index = {(p.teacher, p.student): i for i, p in enumerate(self.suite.pairs)}
+        checked = set()
+        for cell in plan.cells:
+            spec = plan.runs[cell.run_id]
+            if spec.kind == "pretrained" and cell.run_id not in checked:
+                checked.add(cell.run_id)
+                model = create_model(spec.arch, DATASETS.get(spec.dataset).num_classes)
+                try:
+                    load_weights(Path(spec.checkpoint), model, what=f"teacher {spec.arch}")
+                except UsageError as exc:
+                    self.problems.append((f"pairs[{pair_index[cell.teacher, cell.student]}].teacher_checkpoint",
+                                          str(exc)))
+            if spec.method is None or not spec.method.needs_teacher:
+                continue
+            key = (spec.dataset, cell.teacher, spec.arch, labels[cell.run_id])
+            if key in checked:
+                continue
+            checked.add(key)
+            num_classes = DATASETS.get(spec.dataset).num_classes
+            ctx = DistillContext(student=shapes_of(spec.arch, spec.dataset),
+                                 teacher=shapes_of(cell.teacher, spec.dataset), num_classes=num_classes,
+                                 train_labels=torch.arange(2 * num_classes) % num_classes, device=torch.device("cpu"))
+            try:
+                Objective(spec.method, ctx)
+            except ValueError as exc:
+                self.problems.append((f"methods[{method_index[cell.row]}]", f"{cell.column}: {exc}"))
 
 
 def plan_suite(path: Path | str) -> SuitePlan:

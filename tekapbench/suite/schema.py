@@ -79,6 +79,8 @@ class RecipeOverrides(Strict):
     milestones: list[int] | None = None
     lr_decay: float | None = Field(None, gt=0)
     eval_batch_size: int | None = Field(None, gt=0)
+    crop_padding: int | None = Field(None, ge=0, description="random-crop padding in pixels; 0: no crop")
+    flip: bool | None = Field(None, description="random horizontal flip")
 
     @field_validator("milestones")
     @classmethod

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tekapbench.data import Batch
-from tekapbench.engine.trainer import probe_shapes
+from tekapbench.models.base import probe_shapes
 from tekapbench.methods import DistillContext, MethodSpec, Objective, TermSpec
 from tekapbench.methods.kd import KDParams
 from tekapbench.models import create_model

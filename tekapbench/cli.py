@@ -34,8 +34,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from tekapbench.tables.build import suite_tables
         from tekapbench.tables.formats import FORMATS
 
-        for table in suite_tables(Path(args.results), plan.name):
-            print(FORMATS.get("github")(table))
+        print(FORMATS.get("github")(suite_tables(Path(args.results), plan.name)))
     return 0
 
 
@@ -47,11 +46,9 @@ def _cmd_table(args: argparse.Namespace) -> int:
     render = FORMATS.get(args.format)
     if args.layout is not None:
         LAYOUTS.get(args.layout)
-    blocks = []
-    for suite, tables in all_tables(Path(args.results), args.suite, metric=args.metric, layout=args.layout):
-        for table in tables:
-            blocks.append(render(table))
-    print("\n\n".join(blocks))
+    tables = [t for _, suite_tables in all_tables(Path(args.results), args.suite, metric=args.metric,
+                                                   layout=args.layout) for t in suite_tables]
+    print(render(tables))
     return 0
 
 

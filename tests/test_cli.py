@@ -147,3 +147,16 @@ def test_list_shows_what_is_registered(capsys):
         assert f"  {name} " in out
     assert main(["list", "datasets"]) == 0
     assert "cifar100" in capsys.readouterr().out
+
+
+def test_an_interrupted_forced_rerun_is_resumed_without_force(tmp_path, suite):
+    from tekapbench.results.store import ResultStore
+
+    results = tmp_path / "results"
+    assert main(["run", str(suite), "--results", str(results), "--quiet"]) == 0
+    store = ResultStore(results, "cli")
+    run_id = next(p.name for p in (results / "cli" / "runs").iterdir())
+    unfinished = store.attempt_for(run_id, force=True)  # what an interrupted --force leaves behind
+    assert not store.is_done(run_id)
+    assert main(["run", str(suite), "--results", str(results), "--quiet"]) == 0
+    assert (unfinished / "record.json").exists()

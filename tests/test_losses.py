@@ -228,7 +228,7 @@ def test_objective_is_the_weighted_sum_of_named_terms():
     ce = torch.nn.functional.cross_entropy(torch.tensor(S), torch.tensor(Y)).item()
     assert losses["ce"].item() == pytest.approx(0.1 * ce, rel=1e-6)
     assert losses["kd"].item() == pytest.approx(0.9 * kd_loss(torch.tensor(S), torch.tensor(T), 4).item(), rel=1e-6)
-    assert not Objective(MethodSpec(ce_weight=1.0), None).needs_teacher
+    assert set(Objective(MethodSpec(ce_weight=1.0), None)(s, t, b, epoch=1)) == {"ce"}
 
 
 def test_fitnet_is_the_mse_between_the_regressed_hint_and_the_teacher_feature():

@@ -152,3 +152,46 @@ def test_missing_teacher_checkpoint_and_bad_toml(tmp_path):
                                             'student = "resnet8_tiny"\nteacher_checkpoint = "nope.pth"'))
     assert "file not found" in found["pairs[0].teacher_checkpoint"]
     assert "not valid TOML" in problems(tmp_path, "[suite\n")[""]
+
+
+def test_teacher_seed_trains_one_teacher_for_every_student_seed(tmp_path):
+    plan = plan_suite(write(tmp_path, BASE.replace("seeds = [0, 1]", "seeds = [0, 1]\nteacher_seed = 0")))
+    teachers = {c.run_id for c in plan.cells if c.row == TEACHER_ROW}
+    assert len(teachers) == 1
+    assert plan.runs[teachers.pop()].seed == 0
+    assert {plan.runs[c.run_id].seed for c in plan.cells if c.row == "KD"} == {0, 1}
+
+
+def test_milestones_follow_an_overridden_epoch_count_and_explicit_late_ones_are_refused(tmp_path):
+    from tekapbench.engine.recipe import resolve_recipe
+
+    assert resolve_recipe("cifar100", "resnet20", {"epochs": 30}).milestones == (19, 22, 26)
+    assert resolve_recipe("cifar100", "resnet20", {}).milestones == (150, 180, 210)
+    found = problems(tmp_path, BASE.replace("epochs = 2", "epochs = 2\nmilestones = [1, 5]"))
+    assert "milestones [5] are not before the last epoch" in found["recipe.milestones"]
+
+
+@pytest.mark.parametrize("extra,message", [
+    ('tekap = { level = "logit" }', "cross-entropy only: remove tekap"),
+    ("ce_weight = 0.0", "nothing to train on"),
+])
+def test_vanilla_refuses_settings_it_would_ignore(tmp_path, extra, message):
+    text = BASE.replace('label = "Student"\nmethod = "vanilla"', f'label = "Student"\nmethod = "vanilla"\n{extra}')
+    assert message in problems(tmp_path, text)["methods[0]"]
+
+
+def test_an_unreadable_suite_path_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        plan_suite(tmp_path)
+
+
+def test_a_teacher_checkpoint_of_another_architecture_is_refused_before_training(tmp_path):
+    import torch
+
+    from tekapbench.models import create_model
+
+    ckpt = tmp_path / "resnet20_vanilla.pth"
+    torch.save({"model": create_model("resnet20", 10).state_dict()}, ckpt)
+    found = problems(tmp_path, BASE.replace('student = "resnet8_tiny"',
+                                            f'student = "resnet8_tiny"\nteacher_checkpoint = "{ckpt}"'))
+    assert "does not fit the architecture" in found["pairs[0].teacher_checkpoint"]

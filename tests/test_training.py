@@ -91,3 +91,26 @@ def test_history_records_last_and_best_epoch(tmp_path, digits):
     assert metrics["test_acc_best"] == max(accs)
     assert set(trainer.history[0]["loss_terms"]) == {"ce", "crd+tekap", "kd+tekap"}
     assert trainer.history[1]["lr"] == pytest.approx(0.1 * trainer.history[0]["lr"])
+
+
+def test_a_resume_with_other_teacher_weights_is_refused(tmp_path, digits):
+    job = make_job(tmp_path, digits, epochs=2, callbacks=[stop_after(1)])
+    job.teacher_sha256 = "a" * 64
+    with pytest.raises(Interrupt):
+        Trainer(job).fit()
+    job = make_job(tmp_path, digits, epochs=2)
+    job.teacher_sha256 = "b" * 64
+    with pytest.raises(Exception, match="other teacher weights"):
+        Trainer(job).try_resume()
+
+
+def test_devices_that_do_not_exist_are_usage_errors():
+    from tekapbench.engine.runner import pick_device
+    from tekapbench.errors import UsageError
+
+    assert pick_device("cpu").type == "cpu"
+    with pytest.raises(UsageError, match="not a device"):
+        pick_device("foo")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="no CUDA device"):
+            pick_device("cuda:0")

@@ -14,7 +14,7 @@ from tekapbench.errors import UsageError
 from tekapbench.engine.trainer import Precision, Trainer, TrainJob, evaluate
 from tekapbench.models.base import create_model, load_weights
 from tekapbench.progress import Progress
-from tekapbench.results.provenance import provenance
+from tekapbench.results.provenance import provenance, sha256_file
 from tekapbench.results.store import ResultStore
 from tekapbench.suite.plan import RunSpec, SuitePlan
 
@@ -22,9 +22,22 @@ RECORD_FORMAT = 1
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: the first GPU when there is one, else the CPU; otherwise a device that must exist."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name!r}: only cpu and cuda devices are supported")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UsageError(f"--device {name!r}: no CUDA device is visible here; use --device cpu")
+        if (device.index or 0) >= count:
+            raise UsageError(f"--device {name!r}: only {count} CUDA device(s) visible (cuda:0..cuda:{count - 1})")
+    return device
 
 
 def _now() -> str:
@@ -67,7 +80,8 @@ class SuiteRunner:
             self.store.model_weights(spec.teacher)
         model = create_model(teacher_spec.arch, num_classes)
         load_weights(weights, model, what=f"teacher {teacher_spec.arch} of run {spec.teacher}")
-        return model, {"run_id": spec.teacher, "arch": teacher_spec.arch, "weights": str(weights)}
+        return model, {"run_id": spec.teacher, "arch": teacher_spec.arch, "weights": str(weights),
+                       "sha256": sha256_file(weights)}
 
     def execute(self, run_id: str, index: int = 1, total: int = 1) -> dict[str, Any]:
         spec = self.plan.runs[run_id]
@@ -94,6 +108,7 @@ class SuiteRunner:
                 teacher, teacher_info = self._teacher_model(spec, data.num_classes)
             job = TrainJob(run_id=run_id, arch=spec.arch, recipe=spec.recipe, seed=spec.seed, method=spec.method,
                            data=data, workdir=attempt, device=self.device, teacher=teacher,
+                           teacher_sha256=teacher_info["sha256"] if teacher_info else None,
                            callbacks=[self.progress.epoch])
             trainer = Trainer(job)
             resumed_epoch = trainer.start_epoch - 1 if trainer.try_resume() else 0

@@ -4,7 +4,8 @@ A run is a model, a recipe, a seed and an objective (methods/objective.py); a te
 objective is cross-entropy only. Data stays on the training device (data/loader.py). On CUDA the networks
 run in bf16 autocast and channels_last; the losses always run in fp32. The full training state is written
 atomically after every epoch, and every random source is reseeded from (seed, epoch), so an interrupted
-run resumes from its last epoch and ends exactly as an uninterrupted one would.
+run resumes from its last epoch and ends exactly as an uninterrupted one would (bit for bit on a CPU;
+on a GPU up to nondeterministic cuDNN kernels).
 """
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ class Precision:
     @staticmethod
     def for_device(device: torch.device) -> "Precision":
         if device.type == "cuda":
-            return Precision(torch.bfloat16, channels_last=True)
+            # bf16 needs Ampere or newer; older GPUs train in fp32 rather than risk fp16 overflow
+            bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+            return Precision(torch.bfloat16 if bf16 else None, channels_last=True)
         return Precision(None, channels_last=False)
 
     def autocast(self, device: torch.device):
@@ -84,6 +87,7 @@ class TrainJob:
     workdir: Path
     device: torch.device
     teacher: nn.Module | None = None
+    teacher_sha256: str | None = None  # fingerprint of the teacher's weights: a resume must use the same
     callbacks: list[EpochCallback] = field(default_factory=list)
 
 
@@ -144,6 +148,7 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             "run_id": self.job.run_id,
+            "teacher_sha256": self.job.teacher_sha256,
             "epoch": epoch,
             "model": self.model.state_dict(),
             "objective": self.objective.state_dict(),
@@ -159,6 +164,10 @@ class Trainer:
         if state.get("run_id") != self.job.run_id or state.get("format") != CHECKPOINT_FORMAT:
             raise UsageError(f"{self.checkpoint_path} belongs to another run ({state.get('run_id')}); "
                              f"remove it to train run {self.job.run_id} from scratch")
+        if state.get("teacher_sha256") != self.job.teacher_sha256:
+            raise UsageError(f"{self.checkpoint_path} was trained with other teacher weights than "
+                             f"{self.job.teacher_sha256} (the teacher was trained again); remove the checkpoint "
+                             f"to train run {self.job.run_id} from scratch with the current teacher")
         self.model.load_state_dict(state["model"])
         self.objective.load_state_dict(state["objective"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -225,8 +234,8 @@ class Trainer:
     def _diverged(self, epoch: int, step: int, losses: dict[str, torch.Tensor]) -> None:
         terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
         raise TrainingDivergedError(
-            f"run {self.job.run_id} ({self.job.arch}): the loss is not finite at epoch {epoch}, step {step} "
-            f"({terms}); training stopped. The last good state is {self.checkpoint_path}. "
+            f"run {self.job.run_id} ({self.job.arch}): the loss is not finite at epoch {epoch} (found at step "
+            f"{step}; last step's terms: {terms}); training stopped. The last good state is {self.checkpoint_path}. "
             f"Try a lower lr (now {self.job.recipe.lr_at(epoch):g}).")
 
 

@@ -1,7 +1,9 @@
 """Distillation methods: one file per method, each registered in METHODS."""
-from tekapbench.methods import crd, dkd, fitnet, kd, vanilla  # noqa: F401  (registration)
 from tekapbench.methods.base import METHODS, DistillContext, FeatureShapes, LossTerm, MethodParams, register_method
 from tekapbench.methods.objective import MethodSpec, Objective, TermSpec
+from tekapbench.registry import import_submodules
+
+import_submodules(__name__)  # each method file registers itself
 
 __all__ = ["METHODS", "DistillContext", "FeatureShapes", "LossTerm", "MethodParams", "MethodSpec", "Objective",
            "TermSpec", "register_method"]

@@ -76,10 +76,6 @@ class Objective(nn.Module):
             self.terms[key] = term
             self.weights[key] = term_spec.weight
 
-    @property
-    def needs_teacher(self) -> bool:
-        return len(self.terms) > 0
-
     def reseed(self, seed: int) -> None:
         for key, term in self.terms.items():
             term.reseed(derive_seed(seed, key))

@@ -1,6 +1,7 @@
 """Where and with what a result was produced."""
 from __future__ import annotations
 
+import hashlib
 import platform
 import socket
 import subprocess
@@ -23,6 +24,15 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def sha256_file(path: Path) -> str:
+    """Fingerprint of an input file (a teacher checkpoint), stored with what was made from it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def device_name(device: torch.device) -> str:

@@ -48,7 +48,9 @@ class ResultStore:
         return records[-1] if records else None
 
     def is_done(self, run_id: str) -> bool:
-        return bool(self.finished_attempts(run_id))
+        """Finished, with no newer attempt left unfinished (e.g. a --force pass that was interrupted)."""
+        attempts = self.attempts(run_id)
+        return bool(attempts) and (attempts[-1] / RECORD).exists()
 
     def attempt_for(self, run_id: str, *, force: bool) -> Path:
         """The attempt folder to work in: an unfinished one is resumed; a new one is made when there is

@@ -22,6 +22,8 @@ from tekapbench.methods.base import METHODS, DistillContext
 from tekapbench.methods.objective import MethodSpec, Objective, TermSpec
 from tekapbench.models.base import FeatureShapes, create_model, load_weights, probe_shapes
 from tekapbench.modifiers.tekap import LEVEL_FIELDS
+from tekapbench.results.provenance import sha256_file
+from tekapbench.tables.base import Cell
 from tekapbench.suite.schema import MethodSection, PairSection, SuiteFile, TermSection, _describe, _key_path, read_suite
 
 TEACHER_ROW = "Teacher"
@@ -65,22 +67,6 @@ class RunSpec:
         return d
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One (dataset, teacher->student column, row, seed) of the suite's tables and the run that fills it."""
-
-    dataset: str
-    teacher: str
-    student: str
-    row: str
-    seed: int
-    run_id: str
-
-    @property
-    def column(self) -> str:
-        return f"{self.teacher} → {self.student}"
-
-
 @dataclass
 class SuitePlan:
     name: str
@@ -106,14 +92,6 @@ class SuitePlan:
             "runs": {run_id: spec.to_dict() for run_id, spec in self.runs.items()},
             "cells": [cell.__dict__ for cell in self.cells],
         }
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _Planner:
@@ -166,7 +144,7 @@ class _Planner:
                 self.problems.append((f"pairs[{index}].teacher_checkpoint", f"file not found: {path}"))
                 return None
             return RunSpec(kind="pretrained", dataset=dataset, arch=pair.teacher, checkpoint=str(path),
-                           checkpoint_sha256=_sha256(path))
+                           checkpoint_sha256=sha256_file(path))
         overrides = self.suite.recipe.merged(self.suite.teacher_recipe).model_dump()
         recipe = self.recipe(recipe_name, pair.teacher, overrides, "teacher_recipe")
         return RunSpec(kind="train", dataset=dataset, arch=pair.teacher, seed=seed, recipe=recipe, method=VANILLA)

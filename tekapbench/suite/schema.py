@@ -99,10 +99,6 @@ class PairSection(Strict):
     teacher_checkpoint: str | None = Field(
         None, description="a trained teacher (state dict under key 'model'); the teacher is then not trained")
 
-    @property
-    def label(self) -> str:
-        return f"{self.teacher} → {self.student}"
-
 
 class TermSection(Strict):
     method: MethodName
@@ -199,6 +195,8 @@ def read_suite(path: Path) -> SuiteFile:
             raw = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(source, [("", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, [("", f"cannot read the file: {exc}")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [("", f"not valid TOML: {exc}")]) from None
     try:

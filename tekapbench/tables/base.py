@@ -35,8 +35,8 @@ class Table:
 
 
 @dataclass(frozen=True)
-class CellRef:
-    """A cell of a suite's plan (what plan.json stores)."""
+class Cell:
+    """One (dataset, teacher->student column, row, seed) of a suite's tables and the run that fills it."""
 
     dataset: str
     teacher: str
@@ -45,7 +45,11 @@ class CellRef:
     seed: int
     run_id: str
 
+    @property
+    def column(self) -> str:
+        return f"{self.teacher} → {self.student}"
+
 
 MetricLookup = Callable[[str], "float | None"]  # run id -> value (None: no finished record)
-Layout = Callable[[list[CellRef], MetricLookup, str], list[Table]]
+Layout = Callable[[list[Cell], MetricLookup, str], list[Table]]
 LAYOUTS: Registry[Layout] = Registry("table layout")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tekapbench.errors import UsageError
 from tekapbench.results.store import ResultStore
-from tekapbench.tables.base import LAYOUTS, CellRef, Table
+from tekapbench.tables.base import LAYOUTS, Cell, Table
 
 METRICS = {"last": ("test_acc_last", "last-epoch top-1"), "best": ("test_acc_best", "best-epoch top-1")}
 
@@ -28,7 +28,7 @@ def suite_tables(results_root: Path, suite: str, *, metric: str = "last", layout
         record = store.latest_record(run_id)
         return None if record is None else record["metrics"].get(key)
 
-    cells = [CellRef(**c) for c in plan["cells"]]
+    cells = [Cell(**c) for c in plan["cells"]]
     return LAYOUTS.get(layout or plan["layout"])(cells, value_of, label)
 
 

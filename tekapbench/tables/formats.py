@@ -1,4 +1,4 @@
-"""Output formats of a table, each registered in FORMATS: text in, text out."""
+"""Output formats, each registered in FORMATS: a list of tables in, one text out."""
 from __future__ import annotations
 
 import io
@@ -10,7 +10,7 @@ from tabulate import tabulate
 from tekapbench.registry import Registry
 from tekapbench.tables.base import Stat, Table
 
-Renderer = Callable[[Table], str]
+Renderer = Callable[[list[Table]], str]
 FORMATS: Registry[Renderer] = Registry("table format")
 
 
@@ -27,13 +27,13 @@ def _text_table(table: Table, tablefmt: str) -> str:
 
 
 @FORMATS.register("github")
-def render_github(table: Table) -> str:
-    return _text_table(table, "github")
+def render_github(tables: list[Table]) -> str:
+    return "\n\n".join(_text_table(table, "github") for table in tables)
 
 
 @FORMATS.register("markdown")
-def render_markdown(table: Table) -> str:
-    return _text_table(table, "pipe")
+def render_markdown(tables: list[Table]) -> str:
+    return "\n\n".join(_text_table(table, "pipe") for table in tables)
 
 
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -46,8 +46,12 @@ def latex_escape(text: str) -> str:
 
 
 @FORMATS.register("latex")
-def render_latex(table: Table) -> str:
-    """A booktabs tabular, ready to paste into a paper (needs \\usepackage{booktabs})."""
+def render_latex(tables: list[Table]) -> str:
+    """Booktabs tabulars, ready to paste into a paper (needs \\usepackage{booktabs})."""
+    return "\n\n".join(map(_latex_tabular, tables))
+
+
+def _latex_tabular(table: Table) -> str:
     lines = [f"% {latex_escape(table.title)}; " + "; ".join(latex_escape(n) for n in table.notes),
              r"\begin{tabular}{l" + "c" * len(table.columns) + "}", r"\toprule",
              " & ".join(["", *map(latex_escape, table.columns)]) + r" \\", r"\midrule"]
@@ -59,10 +63,11 @@ def render_latex(table: Table) -> str:
 
 
 @FORMATS.register("csv")
-def render_csv(table: Table) -> str:
+def render_csv(tables: list[Table]) -> str:
+    """One CSV for all tables, a line per cell."""
     records = [{"table": table.title, "row": row, "column": col,
                 "mean": s.mean if s else None, "std": s.std if s else None, "n": s.n if s else 0}
-               for row in table.rows for col in table.columns for s in [table.cells[row, col]]]
+               for table in tables for row in table.rows for col in table.columns for s in [table.cells[row, col]]]
     buffer = io.StringIO()
     pd.DataFrame.from_records(records, columns=["table", "row", "column", "mean", "std", "n"]).to_csv(buffer, index=False)
     return buffer.getvalue().rstrip("\n")

@@ -2,23 +2,24 @@
 Student and each method of the suite, in suite order; one table per dataset."""
 from __future__ import annotations
 
-from tekapbench.tables.base import LAYOUTS, CellRef, MetricLookup, Stat, Table
+from tekapbench.tables.base import LAYOUTS, Cell, MetricLookup, Stat, Table
 
 
 @LAYOUTS.register("diverse")
-def diverse_networks(cells: list[CellRef], value_of: MetricLookup, metric_label: str) -> list[Table]:
+def diverse_networks(cells: list[Cell], value_of: MetricLookup, metric_label: str) -> list[Table]:
     """Rows Teacher, Student and each method; one column per teacher->student pair (the seed's tables)."""
     tables = []
     for dataset in dict.fromkeys(c.dataset for c in cells):
         mine = [c for c in cells if c.dataset == dataset]
         rows = list(dict.fromkeys(c.row for c in mine))
-        columns = list(dict.fromkeys(f"{c.teacher} → {c.student}" for c in mine))
+        columns = list(dict.fromkeys(c.column for c in mine))
         grid: dict[tuple[str, str], Stat | None] = {}
         missing = 0
         for row in rows:
             for column in columns:
-                picked = [c for c in mine if c.row == row and f"{c.teacher} → {c.student}" == column]
-                values = [value_of(c.run_id) for c in picked]
+                # one value per run: a teacher shared by several seeds counts once
+                runs = dict.fromkeys(c.run_id for c in mine if c.row == row and c.column == column)
+                values = [value_of(run_id) for run_id in runs]
                 missing += sum(v is None for v in values)
                 grid[row, column] = Stat.of(v for v in values if v is not None)
         notes = [f"{metric_label}; mean ± sample std over seeds"]

@@ -17,11 +17,13 @@ from torch import nn
 from tekapbench.methods.base import DistillContext, LossTerm, MethodParams, register_method
 
 _EPS = 1e-7
+DEFAULT_NCE_K = 16384
 
 
 class CRDParams(MethodParams):
     feat_dim: int = Field(128, gt=0)
-    nce_k: int = Field(16384, gt=0, description="negatives per positive")
+    nce_k: int | None = Field(None, gt=0, description="negatives per positive; default 16384, or the "
+                              "training-set size when that is smaller (drawing more than exist only repeats them)")
     nce_t: float = Field(0.07, gt=0, description="temperature of the critic")
     nce_m: float = Field(0.5, ge=0, lt=1, description="momentum of the memory bank update")
 
@@ -72,8 +74,9 @@ class CRDLoss(LossTerm):
 
     def __init__(self, params: CRDParams, ctx: DistillContext):
         super().__init__()
-        self.params = params
         self.num_data = ctx.num_train
+        self.nce_k = params.nce_k or min(DEFAULT_NCE_K, self.num_data)
+        self.params = params
         self.embed_s = Embed(ctx.student.embedding_dim, params.feat_dim)
         self.embed_t = Embed(ctx.teacher.embedding_dim, params.feat_dim)
         stdv = 1.0 / math.sqrt(params.feat_dim / 3)
@@ -103,9 +106,9 @@ class CRDLoss(LossTerm):
         if primary or self._gathered is None:
             # the real teacher's call samples the negatives and gathers the banks; calls on synthetic
             # teachers reuse both, so every view of a batch is scored against the same memory state
-            negatives = self.sampler.sample(batch.labels, self.params.nce_k, self.generator)
+            negatives = self.sampler.sample(batch.labels, self.nce_k, self.generator)
             idx = torch.cat([batch.indices.unsqueeze(1), negatives], dim=1).view(-1)
-            shape = (batch.indices.numel(), self.params.nce_k + 1, self.params.feat_dim)
+            shape = (batch.indices.numel(), self.nce_k + 1, self.params.feat_dim)
             self._gathered = (self.memory_t.index_select(0, idx).view(shape),
                               self.memory_s.index_select(0, idx).view(shape))
         w_t, w_s = self._gathered

@@ -143,8 +143,29 @@ def test_every_problem_is_reported_at_once(tmp_path):
 def test_method_params_are_validated_against_the_method(tmp_path):
     text = BASE + '\n[[methods]]\nmethod = "dkd"\nparams = { temperature = 0, gamma = 1 }\n'
     found = problems(tmp_path, text)
-    assert "greater than 0" in found["methods[3].params.temperature"]
-    assert found["methods[3].params.gamma"] == "unknown key"
+    assert "temperature: Input should be greater than 0" in found["methods[3].params"]
+    assert "gamma: unknown key; allowed: alpha, beta, temperature, warmup" in found["methods[3].params"]
+
+
+def test_params_problems_are_reported_with_the_other_problems(tmp_path):
+    text = BASE.replace("epochs = 2", "epochs = 2.5") + '\n[[methods]]\nmethod = "dkd"\nparams = { temp = 1 }\n'
+    found = problems(tmp_path, text)
+    assert "valid integer" in found["recipe.epochs"] and "temp: unknown key" in found["methods[3].params"]
+
+
+@pytest.mark.parametrize("edit,key", [
+    (('epochs = 2', 'epochs = "2"'), "recipe.epochs"),
+    (('seeds = [0, 1]', 'seeds = [true]'), "suite.seeds[0]"),
+    (('datasets = ["digits"]', 'datasets = ["digits"]\ndownload = "yes"'), "data.download"),
+    (('tekap = { level = "logit" }', 'tekap = { level = "logit", n_teachers = 2.0 }'), "methods[2].tekap.n_teachers"),
+])
+def test_values_of_the_wrong_type_are_not_converted(tmp_path, edit, key):
+    assert key in problems(tmp_path, BASE.replace(*edit))
+
+
+def test_an_unknown_key_lists_the_allowed_ones(tmp_path):
+    found = problems(tmp_path, BASE.replace("[recipe]", "[recpie]"))
+    assert found["recpie"] == "unknown key; allowed: suite, data, recipe, teacher_recipe, pairs, methods"
 
 
 def test_missing_teacher_checkpoint_and_bad_toml(tmp_path):

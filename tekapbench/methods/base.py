@@ -21,7 +21,7 @@ from tekapbench.registry import Registry
 class MethodParams(BaseModel):
     """A method's own settings (typed, validated from the suite, defaults in the class)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     def resolved_for(self, teacher_arch: str, student_arch: str) -> "MethodParams":
         """Fill defaults that depend on the teacher->student pair (e.g. DKD's beta)."""

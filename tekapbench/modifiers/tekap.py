@@ -51,7 +51,7 @@ NOISE = {"normal": _unit_normal, "uniform": _unit_uniform}
 class TeKAPSettings(BaseModel):
     """TeKAP's knobs as written in a suite; ``resolved()`` fills the official defaults of the level."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
     level: Literal["logit", "feature"] = "logit"
     n_teachers: int | None = Field(None, ge=1, description="number of synthetic teachers N")

@@ -13,18 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 
 from tekapbench.data.base import DATASETS
 from tekapbench.engine.recipe import Recipe, resolve_recipe
 from tekapbench.errors import ConfigError, UsageError
-from tekapbench.methods.base import METHODS, DistillContext
+from tekapbench.methods.base import METHODS, DistillContext, MethodParams
 from tekapbench.methods.objective import MethodSpec, Objective, TermSpec
 from tekapbench.models.base import FeatureShapes, create_model, load_weights, probe_shapes
 from tekapbench.modifiers.tekap import LEVEL_FIELDS
 from tekapbench.results.provenance import sha256_file
 from tekapbench.tables.base import Cell
-from tekapbench.suite.schema import MethodSection, PairSection, SuiteFile, TermSection, _describe, _key_path, read_suite
+from tekapbench.suite.schema import MethodSection, PairSection, SuiteFile, TermSection, read_suite
 
 TEACHER_ROW = "Teacher"
 VANILLA = MethodSpec(ce_weight=1.0, terms=())
@@ -102,12 +101,7 @@ class _Planner:
 
     def resolve_term(self, section: TermSection, key: str, pair: PairSection) -> TermSpec | None:
         entry = METHODS.get(section.method)
-        try:
-            params = entry.params.model_validate(section.params)
-        except ValidationError as exc:
-            for error in exc.errors():
-                self.problems.append((f"{key}.params.{_key_path(error['loc'])}", _describe(error)))
-            return None
+        params = section.params if isinstance(section.params, MethodParams) else entry.params()
         if entry.term is None:
             self.problems.append((f"{key}.method", f"{section.method!r} has no distillation term to combine"))
             return None

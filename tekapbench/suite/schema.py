@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from tekapbench.data.base import DATASETS
 from tekapbench.errors import ConfigError
-from tekapbench.methods.base import METHODS
+from tekapbench.methods.base import METHODS, MethodParams
 from tekapbench.models.base import MODELS
 from tekapbench.modifiers.tekap import TeKAPSettings
 from tekapbench.registry import Registry
@@ -23,7 +24,7 @@ from tekapbench.tables.layouts import LAYOUTS
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # "2" is not 2
 
 
 def _registered(registry: Registry) -> AfterValidator:
@@ -100,10 +101,27 @@ class PairSection(Strict):
         None, description="a trained teacher (state dict under key 'model'); the teacher is then not trained")
 
 
+def _method_params(value: Any, info: ValidationInfo) -> Any:
+    """A method's ``params`` table, validated against that method's own settings model."""
+    method = info.data.get("method")
+    if isinstance(value, MethodParams) or method not in METHODS:
+        return value  # already validated, or the method name is reported on its own
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a table of {method}'s settings")
+    model = METHODS.get(method).params
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise ValueError("; ".join(f"{_key_path(e['loc'])}: {_describe(e, model)}" for e in exc.errors())) from None
+
+
+MethodParamsTable = Annotated[Any, AfterValidator(_method_params)]
+
+
 class TermSection(Strict):
     method: MethodName
     weight: float | None = Field(None, ge=0, description="default: the method's standard weight")
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: MethodParamsTable = Field(default_factory=dict)
     tekap: TeKAPSettings | None = None
 
 
@@ -113,7 +131,7 @@ class MethodSection(Strict):
     label: str | None = None
     method: MethodName | None = None
     weight: float | None = Field(None, ge=0)
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: MethodParamsTable = Field(default_factory=dict)
     tekap: TeKAPSettings | None = None
     ce_weight: float | None = Field(None, ge=0)
     terms: list[TermSection] | None = None
@@ -122,12 +140,12 @@ class MethodSection(Strict):
     def _one_form(self) -> "MethodSection":
         if (self.method is None) == (self.terms is None):
             raise ValueError("give either 'method' (one base method) or 'terms' (a list of terms), not both or neither")
-        if self.terms is not None and (self.weight is not None or self.params or self.tekap is not None):
+        if self.terms is not None and {"weight", "params", "tekap"} & self.model_fields_set:
             raise ValueError("with 'terms', put weight, params and tekap inside each term")
         if self.terms is not None and not self.terms:
             raise ValueError("'terms' is empty; use method = \"vanilla\" for cross-entropy only")
         if self.method is not None and METHODS.get(self.method).term is None:
-            given = [k for k in ("weight", "params", "tekap") if getattr(self, k)]
+            given = [k for k in ("weight", "params", "tekap") if k in self.model_fields_set]
             if given:
                 raise ValueError(f"{self.method!r} trains with cross-entropy only: remove {', '.join(given)}")
             if self.ce_weight == 0:
@@ -175,10 +193,30 @@ def _key_path(loc: tuple) -> str:
     return path
 
 
-def _describe(error: dict) -> str:
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as ``list[TermSection] | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(_model_in, get_args(annotation)) if m is not None), None)
+
+
+def allowed_keys(root: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys a table at ``loc`` (a pydantic error location) accepts."""
+    model: type[BaseModel] | None = root
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = {f.alias or name: f for name, f in model.model_fields.items()}
+        if part not in fields or (model := _model_in(fields[part].annotation)) is None:
+            return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _describe(error: dict, root: type[BaseModel] | None = None) -> str:
     kind, msg = error["type"], error["msg"]
     if kind == "extra_forbidden":
-        return "unknown key"
+        allowed = allowed_keys(root, error["loc"][:-1]) if root is not None else []
+        return "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
     if kind == "missing":
         return "required key is missing"
     msg = msg.removeprefix("Value error, ")
@@ -206,5 +244,6 @@ def read_suite(path: Path) -> SuiteFile:
         for error in exc.errors():
             loc = error["loc"]
             # pydantic appends the validator's name for model validators; drop non-key parts
-            problems.append((_key_path(tuple(p for p in loc if not str(p).startswith("function-"))), _describe(error)))
+            loc = tuple(p for p in loc if not str(p).startswith("function-"))
+            problems.append((_key_path(loc), _describe({**error, "loc": loc}, SuiteFile)))
         raise ConfigError(source, problems) from None

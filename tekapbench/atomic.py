@@ -14,6 +14,13 @@ from typing import Any, Iterator
 import torch
 
 
+def _umask_mode() -> int:
+    """The mode a plain open() would give a new file (mkstemp's 0600 would hide results from a lab group)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yields a temporary path to write; on success it replaces ``target``, on failure it is removed."""
@@ -22,6 +29,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, _umask_mode())
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
@@ -43,6 +51,7 @@ def create_json(target: Path, data: Any) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.chmod(tmp, _umask_mode())
         with os.fdopen(fd, "w") as fh:
             fh.write(json.dumps(data, indent=2, allow_nan=True) + "\n")
             fh.flush()

@@ -1,4 +1,4 @@
-"""The command line: ``tekapbench run SUITE`` and ``tekapbench table``."""
+"""tekapbench: benchmark knowledge distillation and TeKAP from declarative suites."""
 from __future__ import annotations
 
 import argparse
@@ -75,7 +75,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tekapbench", description=__doc__.splitlines()[0].strip("`. "))
+    parser = argparse.ArgumentParser(prog="tekapbench", description=__doc__.strip())
     parser.add_argument("--version", action="version", version=f"tekapbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0
+    except OSError as exc:  # a read-only or full results folder, a path that is a file, ...
+        print(f"tekapbench {args.command}: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted: finished runs are saved; run the same command again to resume", file=sys.stderr)
         return 130

@@ -21,14 +21,20 @@ class Progress:
             self.stream.write(text)
             self.stream.flush()
 
-    def suite(self, name: str, total: int, todo: int) -> None:
-        self._write(f"suite {name}: {total} runs, {total - todo} already done, {todo} to run\n")
+    def note(self, text: str) -> None:
+        self._write(f"note: {text}\n")
+
+    def suite(self, name: str, total: int, todo: int, *, forced: bool = False) -> None:
+        if forced:
+            self._write(f"suite {name}: {total} runs, all run again (--force)\n")
+        else:
+            self._write(f"suite {name}: {total} runs, {total - todo} already done, {todo} to run\n")
 
     def run_started(self, index: int, total: int, label: str, epochs: int, resumed_epoch: int) -> None:
         self._prefix = f"[{index}/{total}] {label}"
         self._epochs = epochs
-        if self.live:
-            resumed = f" (resuming after epoch {resumed_epoch})" if resumed_epoch else ""
+        resumed = f" (resuming after epoch {resumed_epoch})" if resumed_epoch else ""
+        if self.live or resumed:
             self._write(f"{self._prefix}{resumed}\n")
 
     def epoch(self, entry: dict[str, Any]) -> None:

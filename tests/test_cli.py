@@ -69,7 +69,7 @@ def test_run_writes_records_and_prints_the_table(tmp_path, suite, capsys):
     assert len(records(results)) == 6
     assert all(p.read_text() == text for p, text in before.items())
 
-    for fmt, marker in (("latex", r"\toprule"), ("csv", "table,row,column,mean,std,n"), ("markdown", "|:--")):
+    for fmt, marker in (("latex", r"\toprule"), ("csv", "table,metric,row,column,mean,std,n"), ("markdown", "|:--")):
         assert main(["table", "--results", str(results), "--format", fmt]) == 0
         assert marker in capsys.readouterr().out
 
@@ -160,3 +160,30 @@ def test_an_interrupted_forced_rerun_is_resumed_without_force(tmp_path, suite):
     assert not store.is_done(run_id)
     assert main(["run", str(suite), "--results", str(results), "--quiet"]) == 0
     assert (unfinished / "record.json").exists()
+
+
+def test_results_path_that_is_a_file_exits_2(tmp_path, suite, capsys):
+    not_a_folder = tmp_path / "results"
+    not_a_folder.write_text("")
+    assert main(["run", str(suite), "--results", str(not_a_folder), "--quiet"]) == 2
+    assert str(not_a_folder) in capsys.readouterr().err
+
+
+def test_records_are_readable_by_the_group_and_a_changed_suite_is_noted(tmp_path, suite, capsys):
+    import os
+    import stat
+
+    results = tmp_path / "results"
+    old = os.umask(0o022)
+    try:
+        assert main(["run", str(suite), "--results", str(results), "--quiet"]) == 0
+    finally:
+        os.umask(old)
+    for path in records(results) + [results / "cli" / "plan.json"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    record = json.loads(records(results)[0].read_text())
+    assert record["data"]["dataset"] == "digits" and len(record["data"]["sha256"]) == 64
+    assert record["provenance"]["packages"]["torchvision"]
+    suite.write_text(suite.read_text().split("[[methods]]\nlabel = \"KD\"")[0])
+    assert main(["run", str(suite), "--results", str(results)]) == 0
+    assert "no longer in its tables" in capsys.readouterr().err

@@ -46,4 +46,4 @@ def test_latex_escapes_labels_and_renders_plus_minus(tables):
 def test_csv_is_one_frame_for_all_tables(tables):
     rows = list(csv.DictReader(io.StringIO(FORMATS.get("csv")(tables))))
     assert len(rows) == 3 and {r["table"] for r in rows} == {"digits: top-1 accuracy (%)", "other: top-1 accuracy (%)"}
-    assert rows[1]["mean"] == "81.0" and rows[1]["n"] == "2"
+    assert rows[1]["mean"] == "81.0" and rows[1]["n"] == "2" and rows[1]["metric"] == "last-epoch top-1"

@@ -14,7 +14,7 @@ from tekapbench.errors import UsageError
 from tekapbench.engine.trainer import Precision, Trainer, TrainJob, evaluate
 from tekapbench.models.base import create_model, load_weights
 from tekapbench.progress import Progress
-from tekapbench.results.provenance import provenance, sha256_file
+from tekapbench.results.provenance import provenance, sha256_file, tensors_sha256
 from tekapbench.results.store import ResultStore
 from tekapbench.suite.plan import RunSpec, SuitePlan
 
@@ -53,6 +53,7 @@ class SuiteRunner:
         self.force = force
         self.progress = progress or Progress(quiet=True)
         self._datasets: dict[str, ImageSplits] = {}
+        self._data_info: dict[str, dict[str, Any]] = {}
 
     def pending(self) -> list[str]:
         return [run_id for run_id in self.plan.runs if self.force or not self.store.is_done(run_id)]
@@ -60,7 +61,12 @@ class SuiteRunner:
     def dataset(self, name: str) -> ImageSplits:
         if name not in self._datasets:
             options = DataOptions(root=Path(self.plan.data_root), download=self.plan.download)
-            self._datasets[name] = load_dataset(name, options)
+            data = self._datasets[name] = load_dataset(name, options)
+            self._data_info[name] = {
+                "dataset": name, "train_images": int(data.train_labels.numel()),
+                "test_images": int(data.test_labels.numel()),
+                "sha256": tensors_sha256(data.train_images, data.train_labels, data.test_images, data.test_labels),
+            }
         return self._datasets[name]
 
     def run(self) -> list[str]:
@@ -68,8 +74,12 @@ class SuiteRunner:
         todo = self.pending()
         for name in dict.fromkeys(self.plan.runs[r].dataset for r in todo):
             self.dataset(name)  # a missing dataset stops the suite before anything trains
-        self.store.save_plan(self.plan.to_dict())
-        self.progress.suite(self.plan.name, len(self.plan.runs), len(todo))
+        dropped = self.store.save_plan(self.plan.to_dict())
+        if dropped:
+            rows = ", ".join(sorted({c["row"] for c in dropped}))
+            self.progress.note(f"{self.store.dir}: the suite changed; {len(dropped)} table cell(s) it had before "
+                               f"({rows}) are no longer in its tables (their records stay under runs/)")
+        self.progress.suite(self.plan.name, len(self.plan.runs), len(todo), forced=self.force)
         for index, run_id in enumerate(todo, 1):
             self.execute(run_id, index, len(todo))
         return todo
@@ -121,7 +131,11 @@ class SuiteRunner:
             "run_id": run_id,
             "suite": self.plan.name,
             "attempt": attempt.name,
+            "suite_source": self.plan.source,
+            "cells": [{"row": c.row, "column": c.column, "seed": c.seed}
+                      for c in self.plan.cells if c.run_id == run_id],
             "spec": spec.to_dict(),
+            "data": self._data_info[spec.dataset],
             "metrics": metrics,
             "teacher": teacher_info,
             "history": history,

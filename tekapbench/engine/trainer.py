@@ -235,8 +235,9 @@ class Trainer:
         terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
         raise TrainingDivergedError(
             f"run {self.job.run_id} ({self.job.arch}): the loss is not finite at epoch {epoch} (found at step "
-            f"{step}; last step's terms: {terms}); training stopped. The last good state is {self.checkpoint_path}. "
-            f"Try a lower lr (now {self.job.recipe.lr_at(epoch):g}).")
+            f"{step}; last step's terms: {terms}); training stopped. "
+            + (f"The last good state is {self.checkpoint_path} (epoch {epoch - 1}). " if epoch > 1 else "")
+            + f"Try a lower lr (now {self.job.recipe.lr_at(epoch):g}).")
 
 
 def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:

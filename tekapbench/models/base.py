@@ -10,6 +10,7 @@ Every network returns logits plus its stage features, so a distiller never needs
 """
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -79,17 +80,38 @@ class LogitsOnly(nn.Module):
 
 
 def load_weights(path: Path, model: nn.Module, what: str) -> None:
-    """Loads a checkpoint in the public format (state dict under key 'model') or a bare state dict."""
+    """Loads a checkpoint in the public format (state dict under key 'model') or a bare state dict.
+
+    Only tensors are unpickled (``weights_only``): a checkpoint never runs code.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{what}: {path} is a folder, not a checkpoint file")
+    if path.is_file() and path.stat().st_size == 0:
+        raise UsageError(f"{what}: {path} is empty")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UsageError(f"{what}: checkpoint {path} does not exist") from None
-    except Exception as exc:  # a truncated or foreign file
-        raise UsageError(f"{what}: cannot read checkpoint {path}: {exc}") from None
+    except pickle.UnpicklingError:  # torch's message advises weights_only=False: not for a file we cannot vouch for
+        raise UsageError(f"{what}: {path} is not a PyTorch checkpoint of plain tensors (damaged, another format, "
+                         f"or a pickle that needs code to load)") from None
+    except Exception as exc:  # a truncated zip, another format
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{what}: {path} is not a readable PyTorch checkpoint ({reason})") from None
     state = blob.get("model", blob) if isinstance(blob, dict) else None
-    if not isinstance(state, dict):
-        raise UsageError(f"{what}: {path} holds no state dict (expected a dict with key 'model')")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise UsageError(f"{what}: {path} does not fit the architecture: {exc}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UsageError(f"{what}: {path} holds no state dict (expected a dict of tensors, or one under key 'model')")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshaped = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or misshaped:
+        def some(keys: list[str]) -> str:
+            return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+        found = [f"{len(keys)} {kind} ({some(keys)})" for kind, keys in
+                 (("missing keys", missing), ("unexpected keys", unexpected), ("keys of another shape", misshaped))
+                 if keys]
+        raise UsageError(f"{what}: {path} does not fit the architecture (or the class count): {'; '.join(found)}")
+    model.load_state_dict(state, strict=True)

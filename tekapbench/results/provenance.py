@@ -6,6 +6,7 @@ import platform
 import socket
 import subprocess
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,41 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+PACKAGES = ("torch", "torchvision", "torchattacks", "numpy", "scikit-learn", "pandas", "pydantic")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
+    return cpu_name()
+
+
+def tensors_sha256(*tensors: torch.Tensor) -> str:
+    """Fingerprint of a dataset's contents, so a number can be traced to the exact data it came from."""
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def provenance(device: torch.device) -> dict[str, Any]:
@@ -46,6 +78,7 @@ def provenance(device: torch.device) -> dict[str, Any]:
         "tekapbench": tekapbench.__version__,
         "git_commit": git_commit(),
         "torch": torch.__version__,
+        "packages": package_versions(),
         "python": platform.python_version(),
         "device": str(device),
         "device_name": device_name(device),

@@ -76,8 +76,19 @@ class ResultStore:
             raise UsageError(f"run {run_id} has no finished attempt under {self.run_dir(run_id)}")
         return finished[-1] / "model.pt"
 
-    def save_plan(self, plan_dict: dict[str, Any]) -> None:
+    def read_plan(self) -> dict[str, Any] | None:
+        path = self.dir / "plan.json"
+        return self.read_record(path) if path.exists() else None
+
+    def save_plan(self, plan_dict: dict[str, Any]) -> list[dict[str, Any]]:
+        """Writes the plan when it changed; returns the cells of the previous plan that it no longer has
+        (their runs stay on disk, but the suite's tables no longer show them)."""
+        previous = self.read_plan()
+        if previous == plan_dict:
+            return []
         write_json(self.dir / "plan.json", plan_dict)
+        kept = {json.dumps(c, sort_keys=True) for c in plan_dict["cells"]}
+        return [c for c in (previous or {}).get("cells", []) if json.dumps(c, sort_keys=True) not in kept]
 
     @staticmethod
     def read_record(path: Path) -> dict[str, Any]:

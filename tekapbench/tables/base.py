@@ -31,6 +31,7 @@ class Table:
     rows: list[str]
     columns: list[str]
     cells: dict[tuple[str, str], Stat | None]
+    metric: str = ""
     notes: list[str] = field(default_factory=list)
 
 

@@ -29,7 +29,10 @@ def suite_tables(results_root: Path, suite: str, *, metric: str = "last", layout
         return None if record is None else record["metrics"].get(key)
 
     cells = [Cell(**c) for c in plan["cells"]]
-    return LAYOUTS.get(layout or plan["layout"])(cells, value_of, label)
+    tables = LAYOUTS.get(layout or plan["layout"])(cells, value_of, label)
+    for table in tables:
+        table.title = f"{suite} · {table.title}"
+    return tables
 
 
 def all_tables(results_root: Path, suite: str | None = None, *, metric: str = "last",

@@ -65,9 +65,9 @@ def _latex_tabular(table: Table) -> str:
 @FORMATS.register("csv")
 def render_csv(tables: list[Table]) -> str:
     """One CSV for all tables, a line per cell."""
-    records = [{"table": table.title, "row": row, "column": col,
+    records = [{"table": table.title, "metric": table.metric, "row": row, "column": col,
                 "mean": s.mean if s else None, "std": s.std if s else None, "n": s.n if s else 0}
                for table in tables for row in table.rows for col in table.columns for s in [table.cells[row, col]]]
     buffer = io.StringIO()
-    pd.DataFrame.from_records(records, columns=["table", "row", "column", "mean", "std", "n"]).to_csv(buffer, index=False)
+    pd.DataFrame.from_records(records, columns=["table", "metric", "row", "column", "mean", "std", "n"]).to_csv(buffer, index=False)
     return buffer.getvalue().rstrip("\n")

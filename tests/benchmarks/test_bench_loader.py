@@ -50,7 +50,7 @@ class PILDataset(Dataset):
         return self.transform(Image.fromarray(self.data[index])), self.targets[index]
 
 
-def _record(benchmark, name: str) -> None:
+def _record(benchmark, name: str, report_ratio) -> None:
     stats = getattr(benchmark, "stats", None)
     if stats is None:  # --benchmark-disable: ran once, nothing measured
         return
@@ -59,10 +59,12 @@ def _record(benchmark, name: str) -> None:
     benchmark.extra_info["images_per_second"] = round(N_IMAGES / seconds)
     if name == "device" and "usual" in _seconds_per_epoch:
         benchmark.extra_info["speedup_vs_usual_pipeline"] = round(_seconds_per_epoch["usual"] / seconds, 1)
+        report_ratio("DeviceLoader / usual PIL+DataLoader pipeline, images per second",
+                     _seconds_per_epoch["usual"] / seconds, ">= 10")
 
 
 @pytest.mark.benchmark(group="loader")
-def test_usual_pil_dataloader_epoch(benchmark, split):
+def test_usual_pil_dataloader_epoch(benchmark, split, report_ratio):
     images, labels = split
     transform = transforms.Compose(
         [
@@ -82,11 +84,11 @@ def test_usual_pil_dataloader_epoch(benchmark, split):
         return seen
 
     assert benchmark.pedantic(epoch, rounds=3, warmup_rounds=0, iterations=1) == N_IMAGES
-    _record(benchmark, "usual")
+    _record(benchmark, "usual", report_ratio)
 
 
 @pytest.mark.benchmark(group="loader")
-def test_device_loader_epoch_cpu(benchmark, split):
+def test_device_loader_epoch_cpu(benchmark, split, report_ratio):
     images, labels = split
     loader = DeviceLoader(images, labels, batch_size=BATCH, device="cpu", mean=MEAN, std=STD, train=True)
     generator = torch.Generator().manual_seed(0)
@@ -99,7 +101,5 @@ def test_device_loader_epoch_cpu(benchmark, split):
         return seen
 
     assert benchmark.pedantic(epoch, rounds=10, warmup_rounds=1, iterations=1) == N_IMAGES
-    _record(benchmark, "device")
-    if "images_per_second" in benchmark.extra_info:
-        print(f"\nDeviceLoader: {benchmark.extra_info}")
+    _record(benchmark, "device", report_ratio)
     assert np.isfinite(float(next(iter(loader.epoch(generator))).images.sum()))

@@ -50,20 +50,21 @@ def make_step(method: str):
     return step
 
 
-def _record(benchmark, name: str) -> None:
+def _record(benchmark, name: str, report_ratio) -> None:
     stats = getattr(benchmark, "stats", None)
     if stats is None:  # --benchmark-disable: ran once, nothing measured
         return
     _seconds_per_step[name] = stats.stats.median
     if name == "kd_tekap" and "kd" in _seconds_per_step:
         benchmark.extra_info["tekap_over_kd"] = round(_seconds_per_step["kd_tekap"] / _seconds_per_step["kd"], 3)
-        print(f"\nKD+TeKAP / KD step time: {benchmark.extra_info['tekap_over_kd']}")
+        report_ratio("KD+TeKAP (N=3) / KD, time of one distillation step",
+                     _seconds_per_step["kd_tekap"] / _seconds_per_step["kd"], "<= 1.05")
 
 
 @pytest.mark.benchmark(group="distillation-step")
 @pytest.mark.parametrize("method", ["kd", "kd_tekap"])
-def test_distillation_step(benchmark, method):
+def test_distillation_step(benchmark, method, report_ratio):
     step = make_step(method)
     loss = benchmark.pedantic(step, rounds=8, warmup_rounds=2, iterations=1)
     assert torch.isfinite(torch.tensor(loss))
-    _record(benchmark, method)
+    _record(benchmark, method, report_ratio)

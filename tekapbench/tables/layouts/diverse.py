@@ -26,5 +26,5 @@ def diverse_networks(cells: list[Cell], value_of: MetricLookup, metric_label: st
         if missing:
             notes.append(f"{missing} run(s) not finished yet")
         tables.append(Table(title=f"{dataset}: top-1 accuracy (%)", rows=rows, columns=columns, cells=grid,
-                            notes=notes))
+                            metric=metric_label, notes=notes))
     return tables

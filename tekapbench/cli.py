@@ -16,6 +16,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tekapbench.suite.plan import plan_suite
 
     plan = plan_suite(args.suite)
+    for note in plan.notes:
+        print(f"note: {plan.source}: {note}", file=sys.stderr)
     device = pick_device(args.device)
     runner = SuiteRunner(plan, results_root=args.results, device=device, force=args.force,
                          progress=Progress(quiet=args.quiet))

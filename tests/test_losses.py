@@ -263,3 +263,39 @@ def test_tekap_on_crd_scores_every_view_against_the_same_memory():
     wrapped.reseed(9)
     # alpha = 0: both synthetic teachers equal the real one, so the loss is (1 + 2 * 1.0) times CRD's
     assert wrapped(s, t, b, epoch=1).item() == pytest.approx(3 * expected, rel=1e-6)
+
+
+def test_crd_loss_matches_the_repdistiller_formula_by_hand():
+    torch.manual_seed(0)
+    crd = CRDLoss(CRDParams(feat_dim=2, nce_k=2, nce_t=0.5), crd_context(n=6, classes=3, dim_s=2, dim_t=2))
+    negatives = torch.tensor([[1, 2], [0, 5]])
+    crd.sampler.sample = lambda labels, k, generator: negatives  # fix the draw to compute by hand
+    e_s, e_t = torch.tensor([[1.0, 0.0], [0.5, 0.5]]), torch.tensor([[0.0, 2.0], [1.0, -1.0]])
+    s, t = out(torch.zeros(2, 3), embedding=e_s), out(torch.zeros(2, 3), embedding=e_t)
+    b = batch(torch.tensor([0, 1]), indices=torch.tensor([3, 4]))
+    mem_s, mem_t = crd.memory_s.tolist(), crd.memory_t.tolist()
+
+    def embed(layer, x):
+        y = [sum(w * xi for w, xi in zip(row, x)) + bias for row, bias in zip(layer.weight.tolist(), layer.bias.tolist())]
+        norm = math.sqrt(sum(v * v for v in y))
+        return [v / norm for v in y]
+
+    def nce(rows, n_data=6):
+        m = len(rows[0]) - 1
+        total = 0.0
+        for row in rows:
+            total += math.log(row[0] / (row[0] + m / n_data + 1e-7))
+            total += sum(math.log((m / n_data) / (v + m / n_data + 1e-7)) for v in row[1:])
+        return -total / len(rows)
+
+    scores = {"s": [], "t": []}
+    for i in range(2):
+        idx = [int(b.indices[i])] + negatives[i].tolist()
+        v_s, v_t = embed(crd.embed_s.linear, e_s[i].tolist()), embed(crd.embed_t.linear, e_t[i].tolist())
+        scores["s"].append([math.exp(sum(a * c for a, c in zip(mem_t[j], v_s)) / 0.5) for j in idx])
+        scores["t"].append([math.exp(sum(a * c for a, c in zip(mem_s[j], v_t)) / 0.5) for j in idx])
+    expected = 0.0
+    for key in ("s", "t"):
+        z = sum(sum(row) for row in scores[key]) / 6 * 6  # mean over the 6 scores, times n_data
+        expected += nce([[v / z for v in row] for row in scores[key]])
+    assert crd(s, t, b, epoch=1).item() == pytest.approx(expected, rel=1e-5)

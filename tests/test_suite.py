@@ -216,3 +216,9 @@ def test_a_teacher_checkpoint_of_another_architecture_is_refused_before_training
     found = problems(tmp_path, BASE.replace('student = "resnet8_tiny"',
                                             f'student = "resnet8_tiny"\nteacher_checkpoint = "{ckpt}"'))
     assert "does not fit the architecture" in found["pairs[0].teacher_checkpoint"]
+
+
+def test_a_dkd_warmup_longer_than_training_is_noted(tmp_path):
+    plan = plan_suite(write(tmp_path, BASE + '\n[[methods]]\nmethod = "dkd"\n'))
+    assert plan.notes == ["methods[3]: DKD warmup (20 epochs) is longer than training (2 epochs): the DKD term "
+                          "never reaches full weight; set params.warmup"]

@@ -27,6 +27,10 @@ class MethodParams(BaseModel):
         """Fill defaults that depend on the teacher->student pair (e.g. DKD's beta)."""
         return self
 
+    def advice(self, epochs: int) -> list[str]:
+        """Settings that are valid but probably not meant with this many epochs (shown as notes)."""
+        return []
+
 
 class NoParams(MethodParams):
     pass

@@ -36,6 +36,12 @@ class DKDParams(MethodParams):
             return self
         return self.model_copy(update={"beta": BETA_BY_PAIR.get((teacher_arch, student_arch), DEFAULT_BETA)})
 
+    def advice(self, epochs: int) -> list[str]:
+        if self.warmup > epochs:
+            return [f"DKD warmup ({self.warmup} epochs) is longer than training ({epochs} epochs): the DKD term "
+                    f"never reaches full weight; set params.warmup"]
+        return []
+
 
 def decoupled_kd(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor, temperature: float

@@ -76,6 +76,7 @@ class SuitePlan:
     cells: list[Cell] = field(default_factory=list)
     download: bool = False
     data_root: str = "data"
+    notes: list[str] = field(default_factory=list)  # valid settings that are probably not meant
 
     def add_run(self, spec: RunSpec) -> str:
         run_id = spec.run_id
@@ -162,6 +163,11 @@ class _Planner:
             for p_index, pair in enumerate(suite.pairs):
                 methods = [self.resolve_method(m, i, pair) for i, m in enumerate(suite.methods)]
                 student_recipe = self.recipe(recipe_name, pair.student, suite.recipe.model_dump(), "recipe")
+                for index, method in enumerate(methods):
+                    for term in method.terms:
+                        for advice in term.params.advice(student_recipe.epochs):
+                            if f"methods[{index}]: {advice}" not in plan.notes:
+                                plan.notes.append(f"methods[{index}]: {advice}")
                 for seed in suite.suite.seeds:
                     teacher_seed = seed if suite.suite.teacher_seed is None else suite.suite.teacher_seed
                     key = (dataset, p_index, teacher_seed if pair.teacher_checkpoint is None else None)

@@ -46,3 +46,6 @@ class Progress:
         line = (f"{self._prefix}: top-1 {metrics['test_acc_last']:.2f}% "
                 f"(best {metrics['test_acc_best']:.2f}%) in {seconds:.0f}s")
         self._write(("\n" if self.live and self._epochs else "") + line + "\n")
+
+    def evaluated(self, index: int, total: int, label: str, evaluation: str, seconds: float) -> None:
+        self._write(f"[eval {index}/{total}] {label}: {evaluation} in {seconds:.0f}s\n")

@@ -187,3 +187,29 @@ def test_records_are_readable_by_the_group_and_a_changed_suite_is_noted(tmp_path
     suite.write_text(suite.read_text().split("[[methods]]\nlabel = \"KD\"")[0])
     assert main(["run", str(suite), "--results", str(results)]) == 0
     assert "no longer in its tables" in capsys.readouterr().err
+
+
+def test_evaluations_added_later_are_computed_from_saved_weights_without_retraining(tmp_path, suite, capsys):
+    results = tmp_path / "results"
+    assert main(["run", str(suite), "--results", str(results), "--quiet"]) == 0
+    before = {p: p.read_text() for p in records(results)}
+    suite.write_text(suite.read_text() + '\n[[evaluations]]\nname = "calibration"\n'
+                     '\n[[evaluations]]\nname = "adversarial"\neps = [2]\nnum_examples = 20\nattacks = ["fgsm"]\n')
+    assert main(["run", str(suite), "--results", str(results), "--quiet"]) == 0
+    assert {p: p.read_text() for p in records(results)} == before  # nothing retrained or rewritten
+    stored = sorted(results.glob("cli/runs/*/attempt-1/evaluations/*.json"))
+    assert len(stored) == 6  # 3 runs x 2 evaluations
+    adversarial = json.loads(next(p for p in stored if p.name.startswith("adversarial")).read_text())
+    assert adversarial["settings"]["eps"] == [2.0] and adversarial["settings"]["seed"] == 0
+    assert adversarial["results"]["num_examples"] == 20
+    assert main(["run", str(suite), "--results", str(results), "--quiet"]) == 0
+    assert sorted(results.glob("cli/runs/*/attempt-1/evaluations/*.json")) == stored  # computed once
+
+
+def test_bad_evaluation_settings_name_the_key(tmp_path, suite, capsys):
+    suite.write_text(suite.read_text() + '\n[[evaluations]]\nname = "adversarial"\nepss = [2]\n'
+                     '\n[[evaluations]]\nname = "robustness"\n')
+    assert main(["run", str(suite), "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "evaluations[0]: epss: unknown key; allowed: attacks, eps" in err
+    assert "evaluations[1].name: unknown evaluation 'robustness'; allowed: adversarial" in err

@@ -10,13 +10,14 @@ import torch
 
 from tekapbench.data.base import DataOptions, ImageSplits, load_dataset
 from tekapbench.data.loader import DeviceLoader
-from tekapbench.errors import UsageError
+from tekapbench.errors import DataNotFoundError, UsageError
+from tekapbench.evaluations import EVALUATIONS, EvalContext, Skip
 from tekapbench.engine.trainer import Precision, Trainer, TrainJob, evaluate
 from tekapbench.models.base import create_model, load_weights
 from tekapbench.progress import Progress
 from tekapbench.results.provenance import provenance, sha256_file, tensors_sha256
 from tekapbench.results.store import ResultStore
-from tekapbench.suite.plan import RunSpec, SuitePlan
+from tekapbench.suite.plan import EvaluationSpec, RunSpec, SuitePlan
 
 RECORD_FORMAT = 1
 
@@ -69,10 +70,21 @@ class SuiteRunner:
             }
         return self._datasets[name]
 
+    def pending_evaluations(self, trained: set[str] = frozenset()) -> dict[str, list[EvaluationSpec]]:
+        """Evaluations without a stored result, by run (runs about to be trained have none yet)."""
+        specs = list({e.key: e for e in self.plan.evaluations}.values())
+        missing = {}
+        for run_id in self.plan.runs:
+            todo = [e for e in specs if run_id in trained or not self.store.has_evaluation(run_id, e.key)]
+            if todo:
+                missing[run_id] = todo
+        return missing
+
     def run(self) -> list[str]:
-        """Runs every pending run; returns their ids."""
+        """Trains every pending run, then computes every missing evaluation; returns the trained ids."""
         todo = self.pending()
-        for name in dict.fromkeys(self.plan.runs[r].dataset for r in todo):
+        evaluations = self.pending_evaluations(set(todo))
+        for name in dict.fromkeys(self.plan.runs[r].dataset for r in [*todo, *evaluations]):
             self.dataset(name)  # a missing dataset stops the suite before anything trains
         dropped = self.store.save_plan(self.plan.to_dict())
         if dropped:
@@ -82,16 +94,51 @@ class SuiteRunner:
         self.progress.suite(self.plan.name, len(self.plan.runs), len(todo), forced=self.force)
         for index, run_id in enumerate(todo, 1):
             self.execute(run_id, index, len(todo))
+        for index, (run_id, specs) in enumerate(evaluations.items(), 1):
+            self.evaluate(run_id, specs, index, len(evaluations))
         return todo
 
+    def _weights(self, run_id: str) -> Path:
+        spec = self.plan.runs[run_id]
+        return Path(spec.checkpoint) if spec.kind == "pretrained" else self.store.model_weights(run_id)
+
+    def _load(self, run_id: str, num_classes: int) -> torch.nn.Module:
+        spec = self.plan.runs[run_id]
+        model = create_model(spec.arch, num_classes)
+        load_weights(self._weights(run_id), model, what=f"{spec.arch} of run {run_id}")
+        return model.to(self.device).eval()
+
+    def evaluate(self, run_id: str, specs: list[EvaluationSpec], index: int = 1, total: int = 1) -> None:
+        """Scores a finished run from its saved weights; each result is stored with its settings."""
+        spec = self.plan.runs[run_id]
+        data = self.dataset(spec.dataset)
+        ctx = EvalContext(model=self._load(run_id, data.num_classes), data=data, device=self.device,
+                          data_options=DataOptions(root=Path(self.plan.data_root), download=self.plan.download),
+                          teacher=self._load(spec.teacher, data.num_classes) if spec.teacher else None)
+        label = f"{spec.dataset} {spec.arch} {self._role(run_id)}" + (f" seed {spec.seed}" if spec.seed is not None else "")
+        for evaluation in specs:
+            entry = EVALUATIONS.get(evaluation.name)
+            started = time.perf_counter()
+            try:
+                results = entry.evaluate(ctx, entry.params.model_validate(evaluation.settings))
+            except Skip as reason:
+                results = {"skipped": str(reason)}
+            except DataNotFoundError as exc:  # e.g. CIFAR-100-C absent: the other evaluations still run
+                self.progress.note(f"{evaluation.name} of {label} not computed: {exc}")
+                continue
+            seconds = time.perf_counter() - started
+            self.store.write_evaluation(run_id, evaluation.key, {
+                "format": RECORD_FORMAT, "run_id": run_id, "evaluation": evaluation.name,
+                "settings": evaluation.settings, "results": results,
+                "provenance": {**provenance(self.device), "finished": _now(), "wall_seconds": seconds,
+                               "weights": str(self._weights(run_id))},
+            })
+            self.progress.evaluated(index, total, label, evaluation.name, seconds)
+
     def _teacher_model(self, spec: RunSpec, num_classes: int) -> tuple[torch.nn.Module, dict[str, Any]]:
-        teacher_spec = self.plan.runs[spec.teacher]
-        weights = Path(teacher_spec.checkpoint) if teacher_spec.kind == "pretrained" else \
-            self.store.model_weights(spec.teacher)
-        model = create_model(teacher_spec.arch, num_classes)
-        load_weights(weights, model, what=f"teacher {teacher_spec.arch} of run {spec.teacher}")
-        return model, {"run_id": spec.teacher, "arch": teacher_spec.arch, "weights": str(weights),
-                       "sha256": sha256_file(weights)}
+        weights = self._weights(spec.teacher)
+        return self._load(spec.teacher, num_classes), {"run_id": spec.teacher, "arch": self.plan.runs[spec.teacher].arch,
+                                                       "weights": str(weights), "sha256": sha256_file(weights)}
 
     def execute(self, run_id: str, index: int = 1, total: int = 1) -> dict[str, Any]:
         spec = self.plan.runs[run_id]

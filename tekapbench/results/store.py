@@ -4,6 +4,7 @@
     results/<suite>/runs/<run_id>/attempt-<k>/checkpoint.pt   training state after the last finished epoch
     results/<suite>/runs/<run_id>/attempt-<k>/model.pt        final weights ({'model': state_dict})
     results/<suite>/runs/<run_id>/attempt-<k>/record.json     the result record: present = run finished
+    results/<suite>/runs/<run_id>/attempt-<k>/evaluations/<name>-<settings hash>.json   one per evaluation
 
 An attempt without a record is unfinished and is resumed; ``--force`` opens a new attempt next to the
 finished ones, so no finished result is ever replaced.
@@ -79,6 +80,29 @@ class ResultStore:
     def read_plan(self) -> dict[str, Any] | None:
         path = self.dir / "plan.json"
         return self.read_record(path) if path.exists() else None
+
+    def evaluation_path(self, run_id: str, key: str) -> Path:
+        """Where an evaluation of the run's latest finished attempt is (or will be) stored."""
+        finished = self.finished_attempts(run_id)
+        if not finished:
+            raise UsageError(f"run {run_id} has no finished attempt to evaluate")
+        return finished[-1] / "evaluations" / f"{key}.json"
+
+    def has_evaluation(self, run_id: str, key: str) -> bool:
+        return self.is_done(run_id) and self.evaluation_path(run_id, key).exists()
+
+    def write_evaluation(self, run_id: str, key: str, result: dict[str, Any]) -> Path:
+        path = self.evaluation_path(run_id, key)
+        create_json(path, result)
+        return path
+
+    def evaluations(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """The stored evaluations of the run's latest finished attempt, by key."""
+        finished = self.finished_attempts(run_id)
+        folder = finished[-1] / "evaluations" if finished else None
+        if folder is None or not folder.is_dir():
+            return {}
+        return {p.stem: self.read_record(p) for p in sorted(folder.glob("*.json"))}
 
     def save_plan(self, plan_dict: dict[str, Any]) -> list[dict[str, Any]]:
         """Writes the plan when it changed; returns the cells of the previous plan that it no longer has

@@ -16,6 +16,7 @@ import torch
 
 from tekapbench.data.base import DATASETS
 from tekapbench.engine.recipe import Recipe, resolve_recipe
+from tekapbench.evaluations.base import evaluation_key
 from tekapbench.errors import ConfigError, UsageError
 from tekapbench.methods.base import METHODS, DistillContext, MethodParams
 from tekapbench.methods.objective import MethodSpec, Objective, TermSpec
@@ -66,6 +67,21 @@ class RunSpec:
         return d
 
 
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """An evaluation with its resolved settings; ``key`` names its stored result."""
+
+    name: str
+    settings: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return evaluation_key(self.name, self.settings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "settings": self.settings, "key": self.key}
+
+
 @dataclass
 class SuitePlan:
     name: str
@@ -77,6 +93,7 @@ class SuitePlan:
     download: bool = False
     data_root: str = "data"
     notes: list[str] = field(default_factory=list)  # valid settings that are probably not meant
+    evaluations: list[EvaluationSpec] = field(default_factory=list)
 
     def add_run(self, spec: RunSpec) -> str:
         run_id = spec.run_id
@@ -91,6 +108,7 @@ class SuitePlan:
             "description": self.description,
             "runs": {run_id: spec.to_dict() for run_id, spec in self.runs.items()},
             "cells": [cell.__dict__ for cell in self.cells],
+            "evaluations": [e.to_dict() for e in self.evaluations],
         }
 
 
@@ -156,7 +174,9 @@ class _Planner:
         suite = self.suite
         plan = SuitePlan(name=suite.suite.name, source=self.source, layout=suite.suite.layout,
                          description=suite.suite.description, download=suite.data.download,
-                         data_root=suite.data.root)
+                         data_root=suite.data.root,
+                         evaluations=[EvaluationSpec(e.name, e.settings.model_dump(mode="json"))
+                                      for e in suite.evaluations])
         teachers: dict[tuple, RunSpec | None] = {}
         for dataset in suite.data.datasets:
             recipe_name = DATASETS.get(dataset).recipe

@@ -16,6 +16,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 
 from tekapbench.data.base import DATASETS
 from tekapbench.errors import ConfigError
+from tekapbench.evaluations.base import EVALUATIONS
 from tekapbench.methods.base import METHODS, MethodParams
 from tekapbench.models.base import MODELS
 from tekapbench.modifiers.tekap import TeKAPSettings
@@ -40,6 +41,7 @@ ArchName = Annotated[str, _registered(MODELS)]
 DatasetName = Annotated[str, _registered(DATASETS)]
 MethodName = Annotated[str, _registered(METHODS)]
 LayoutName = Annotated[str, _registered(LAYOUTS)]
+EvaluationName = Annotated[str, _registered(EVALUATIONS)]
 
 
 class SuiteInfo(Strict):
@@ -108,7 +110,11 @@ def _method_params(value: Any, info: ValidationInfo) -> Any:
         return value  # already validated, or the method name is reported on its own
     if not isinstance(value, dict):
         raise ValueError(f"must be a table of {method}'s settings")
-    model = METHODS.get(method).params
+    return _validated(METHODS.get(method).params, value)
+
+
+def _validated(model: type[BaseModel], value: Any) -> BaseModel:
+    """A settings table checked against its model; every problem named in one message."""
     try:
         return model.model_validate(value)
     except ValidationError as exc:
@@ -116,6 +122,28 @@ def _method_params(value: Any, info: ValidationInfo) -> Any:
 
 
 MethodParamsTable = Annotated[Any, AfterValidator(_method_params)]
+
+
+class EvaluationSection(Strict):
+    """``[[evaluations]]``: ``name`` plus that evaluation's own settings, side by side in one table."""
+
+    name: EvaluationName
+    settings: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_settings(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "settings" not in data:
+            return {"name": data.get("name"), "settings": {k: v for k, v in data.items() if k != "name"}}
+        return data
+
+    @field_validator("settings")
+    @classmethod
+    def _validate_settings(cls, value: Any, info: ValidationInfo) -> Any:
+        name = info.data.get("name")
+        if name not in EVALUATIONS:
+            return value  # the name is reported on its own
+        return _validated(EVALUATIONS.get(name).params, value or {})
 
 
 class TermSection(Strict):
@@ -176,6 +204,8 @@ class SuiteFile(Strict):
                                             description="overrides on top of [recipe] for the teachers")
     pairs: list[PairSection] = Field(min_length=1)
     methods: list[MethodSection] = Field(min_length=1)
+    evaluations: list[EvaluationSection] = Field(
+        default_factory=list, description="scored on every trained model, beside the built-in test accuracy")
 
     @model_validator(mode="after")
     def _distinct_labels(self) -> "SuiteFile":
@@ -245,5 +275,7 @@ def read_suite(path: Path) -> SuiteFile:
             loc = error["loc"]
             # pydantic appends the validator's name for model validators; drop non-key parts
             loc = tuple(p for p in loc if not str(p).startswith("function-"))
+            if loc[:1] == ("evaluations",) and loc[2:3] == ("settings",):
+                loc = loc[:2] + loc[3:]  # settings sit beside 'name' in the file
             problems.append((_key_path(loc), _describe({**error, "loc": loc}, SuiteFile)))
         raise ConfigError(source, problems) from None

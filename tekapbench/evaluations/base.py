@@ -1,0 +1,127 @@
+"""What an evaluation is: a registered function from a trained model (and its settings) to results.
+
+Every result is stored with the settings that produced it (results/store.py), so a number is never
+separated from how it was measured; evaluations of finished runs are computed from the saved weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from tekapbench.data.base import DataOptions, ImageSplits
+from tekapbench.data.loader import DeviceLoader
+from tekapbench.registry import Registry
+
+
+class EvalParams(BaseModel):
+    """An evaluation's settings (typed, validated from the suite, defaults in the class)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class NoEvalParams(EvalParams):
+    pass
+
+
+class Skip(Exception):
+    """Raised by an evaluation that does not apply to a run (e.g. fidelity of a run without a teacher)."""
+
+
+class NormalizedLogits(nn.Module):
+    """Takes images in [0, 1], normalizes inside and returns fp32 logits: what attack libraries expect."""
+
+    def __init__(self, model: nn.Module, mean, std):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std).logits.float()
+
+
+@dataclass
+class EvalContext:
+    """What an evaluation gets: the model in eval mode on its device, the run's data, and the means to
+    read other datasets. Test-set outputs are computed once and shared by the evaluations of a run."""
+
+    model: nn.Module
+    data: ImageSplits
+    device: torch.device
+    data_options: DataOptions
+    teacher: nn.Module | None = None
+    batch_size: int = 512
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def loader(self, images: torch.Tensor, labels: torch.Tensor) -> DeviceLoader:
+        return DeviceLoader(images, labels, batch_size=self.batch_size, device=self.device, mean=self.data.mean,
+                            std=self.data.std, train=False)
+
+    @torch.no_grad()
+    def outputs(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp32 logits and pooled embeddings of ``model`` on uint8 images, in order."""
+        logits, embeddings = [], []
+        for batch in self.loader(images, labels).epoch():
+            out = model(batch.images)
+            logits.append(out.logits.float())
+            embeddings.append(out.embedding.float())
+        return torch.cat(logits), torch.cat(embeddings)
+
+    def test_logits(self, teacher: bool = False) -> torch.Tensor:
+        key = "teacher" if teacher else "student"
+        if key not in self._cache:
+            model = self.teacher if teacher else self.model
+            if model is None:
+                raise Skip("the run has no teacher")
+            self._cache[key] = self.outputs(model, self.data.test_images, self.data.test_labels)[0]
+        return self._cache[key]
+
+    @property
+    def test_labels(self) -> torch.Tensor:
+        return self.data.test_labels.to(self.device)
+
+
+Evaluate = Callable[[EvalContext, Any], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class EvaluationEntry:
+    name: str
+    evaluate: Evaluate
+    params: type[EvalParams]
+    description: str = ""
+
+
+EVALUATIONS: Registry[EvaluationEntry] = Registry("evaluation")
+
+
+def register_evaluation(name: str, *, params: type[EvalParams] = NoEvalParams):
+    """``@register_evaluation("calibration", params=CalibrationParams)`` on ``f(ctx, params) -> results``."""
+
+    def decorator(fn: Evaluate) -> Evaluate:
+        doc = (fn.__doc__ or "").strip().splitlines()
+        EVALUATIONS.register(name)(EvaluationEntry(name, fn, params, doc[0] if doc else ""))
+        return fn
+
+    return decorator
+
+
+def evaluation_key(name: str, settings: dict[str, Any]) -> str:
+    """Names a stored result by evaluation and settings: other settings are another result."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{name}-{digest}"
+
+
+def percent(hits: torch.Tensor) -> float:
+    """Share of True in %, counted exactly (a float32 mean would print 18.000000715)."""
+    return 100.0 * int(hits.sum()) / max(hits.numel(), 1)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return percent(logits.argmax(1) == labels)

@@ -1,0 +1,124 @@
+"""Evaluations: hand-computed calibration and fidelity, shot groups, and attacks on a trained model."""
+import math
+
+import pytest
+import torch
+
+from tekapbench.data import DataOptions, load_dataset
+from tekapbench.data.base import ImageSplits
+from tekapbench.engine.recipe import resolve_recipe
+from tekapbench.engine.trainer import Trainer, TrainJob
+from tekapbench.evaluations import EVALUATIONS, EvalContext, Skip
+from tekapbench.evaluations.adversarial import AdversarialParams, evaluation_subset
+from tekapbench.evaluations.calibration import expected_calibration_error
+from tekapbench.methods import MethodSpec
+
+
+def test_ece_matches_hand_computation():
+    # confidences 0.9 (right), 0.9 (wrong), 0.6 (right); two bins: (0, .5], (.5, 1]
+    probs = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4]])
+    labels = torch.tensor([0, 1, 0])
+    # one bin holds all three: |2/3 - 0.8| = 0.1333
+    assert expected_calibration_error(probs.log(), labels, bins=2) == pytest.approx(100 * (0.8 - 2 / 3), rel=1e-5)
+    # 15 bins: 0.9 -> bin (0.8667, 0.9333], 0.6 -> bin (0.5333, 0.6]
+    expected = 2 / 3 * abs(0.5 - 0.9) + 1 / 3 * abs(1.0 - 0.6)
+    assert expected_calibration_error(probs.log(), labels, bins=15) == pytest.approx(100 * expected, rel=1e-5)
+    perfect = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).clamp_min(1e-12).log()
+    assert expected_calibration_error(perfect, torch.tensor([0, 1])) == pytest.approx(0.0, abs=1e-6)
+
+
+class FixedLogits(torch.nn.Module):
+    """A 'model' whose outputs are given, to check evaluations against hand computations."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x):
+        from tekapbench.models.base import ModelOutput
+
+        n = x.shape[0]
+        out = self.logits[:n]
+        self.logits = self.logits[n:]
+        return ModelOutput(logits=out, features=(), preact_features=(), embedding=out)
+
+
+def tiny_split(train_labels, test_labels, num_classes):
+    n_train, n_test = len(train_labels), len(test_labels)
+    return ImageSplits("toy", torch.zeros(n_train, 3, 4, 4, dtype=torch.uint8), torch.tensor(train_labels),
+                       torch.zeros(n_test, 3, 4, 4, dtype=torch.uint8), torch.tensor(test_labels), num_classes,
+                       (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def context(data, student_logits, teacher_logits=None):
+    return EvalContext(model=FixedLogits(student_logits), data=data, device=torch.device("cpu"),
+                       data_options=DataOptions(root="unused"),
+                       teacher=FixedLogits(teacher_logits) if teacher_logits is not None else None)
+
+
+def run(name, ctx, **settings):
+    entry = EVALUATIONS.get(name)
+    return entry.evaluate(ctx, entry.params(**settings))
+
+
+def test_calibration_and_fidelity_by_hand():
+    data = tiny_split([0, 1, 2], [0, 1, 2, 2], 3)
+    student = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.5], [0.0, 0.0, 3.0]])
+    teacher = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    result = run("calibration", context(data, student))
+    nll = -sum(math.log(torch.softmax(row, 0)[y].item()) for row, y in zip(student, [0, 1, 2, 2])) / 4
+    assert result["nll"] == pytest.approx(nll, rel=1e-5) and result["accuracy"] == 75.0
+    fid = run("fidelity", context(data, student, teacher))
+    assert fid["top1_agreement"] == 50.0  # agree on samples 0 and 3
+    kl = sum((torch.softmax(t, 0) * (torch.log_softmax(t, 0) - torch.log_softmax(s, 0))).sum().item()
+             for s, t in zip(student, teacher)) / 4
+    assert fid["kl_teacher_student"] == pytest.approx(kl, rel=1e-5)
+    with pytest.raises(Skip):
+        run("fidelity", context(data, student))
+
+
+def test_shot_groups_follow_training_counts_and_an_empty_group_is_nan():
+    train = [0] * 150 + [1] * 50 + [2] * 5  # many, medium, few
+    data = tiny_split(train, [0, 0, 1, 2], 3)
+    logits = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 1.0, 0], [1.0, 0, 0]])
+    result = run("shot_groups", context(data, logits))
+    assert (result["many_shot"], result["medium_shot"], result["few_shot"]) == (50.0, 100.0, 0.0)
+    assert result["group_sizes"] == {"many": 1, "medium": 1, "few": 1}
+    balanced = run("shot_groups", context(tiny_split([0] * 200 + [1] * 200, [0, 1], 2), torch.eye(2)))
+    assert math.isnan(balanced["few_shot"]) and math.isnan(balanced["medium_shot"]) and balanced["many_shot"] == 100.0
+
+
+@pytest.fixture(scope="module")
+def trained_digits_model(tmp_path_factory):
+    data = load_dataset("digits", DataOptions(root="unused"))
+    recipe = resolve_recipe("digits", "resnet8_tiny", {"epochs": 8})
+    job = TrainJob(run_id="adv", arch="resnet8_tiny", recipe=recipe, seed=0, method=MethodSpec(1.0), data=data,
+                   workdir=tmp_path_factory.mktemp("adv"), device=torch.device("cpu"))
+    trainer = Trainer(job)
+    trainer.fit()
+    return trainer.model.eval(), data
+
+
+def test_attacks_never_beat_clean_accuracy_and_pgd_is_stronger_than_fgsm(trained_digits_model):
+    model, data = trained_digits_model
+    ctx = EvalContext(model=model, data=data, device=torch.device("cpu"), data_options=DataOptions(root="unused"))
+    result = run("adversarial", ctx, eps=[0.0, 4.0, 8.0], num_examples=200, attacks=["fgsm", "pgd"])
+    rows = {(r["attack"], r["eps_255"]): r for r in result["results"]}
+    assert result["clean_acc"] > 60  # a model worth attacking
+    for attack in ("fgsm", "pgd"):
+        assert rows[attack, 0.0]["robust_acc"] == result["clean_acc"]  # eps = 0 is clean accuracy
+        assert rows[attack, 0.0]["attack_success_rate"] == 0.0
+    for eps in (4.0, 8.0):
+        assert rows["pgd", eps]["robust_acc"] <= rows["fgsm", eps]["robust_acc"] <= result["clean_acc"]
+    assert rows["pgd", 8.0]["robust_acc"] <= rows["pgd", 4.0]["robust_acc"]
+    assert rows["pgd", 4.0]["steps"] == 10 and rows["pgd", 4.0]["step_size_255"] == pytest.approx(1.0)
+    again = run("adversarial", ctx, eps=[4.0], num_examples=200, attacks=["pgd"])
+    assert again["results"][0]["robust_acc"] == rows["pgd", 4.0]["robust_acc"]  # seeded: repeats exactly
+
+
+def test_the_evaluation_subset_is_fixed_by_its_seed():
+    assert torch.equal(evaluation_subset(1000, 50, 0), evaluation_subset(1000, 50, 0))
+    assert not torch.equal(evaluation_subset(1000, 50, 0), evaluation_subset(1000, 50, 1))
+    assert len(evaluation_subset(30, 50, 0)) == 30
+    with pytest.raises(Exception):
+        AdversarialParams(eps=[-1.0])

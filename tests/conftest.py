@@ -260,6 +260,13 @@ def fake_tinyimagenet(tmp_path: Path) -> FakeTinyImageNet:
     return write_tinyimagenet(tmp_path)
 
 
+@pytest.fixture(scope="module")
+def module_tinyimagenet(tmp_path_factory) -> FakeTinyImageNet:
+    """A TinyImageNet with 2 training images per class and 12 validation images, written once per test
+    module (read-only: tests that damage files use ``make_tinyimagenet`` on their own ``tmp_path``)."""
+    return write_tinyimagenet(tmp_path_factory.mktemp("tinyimagenet"), train_per_class=2, n_val=12)
+
+
 # ----------------------------------------------------------------------------------------------- CIFAR-100-C
 
 

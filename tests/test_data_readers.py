@@ -11,7 +11,7 @@ import torchvision
 from PIL import Image
 
 from tekapbench.data import DATASETS, CorruptDataError, DataOptions, load_dataset
-from tekapbench.data import cifar100_lt, stl10
+from tekapbench.data import cifar100_lt
 from tekapbench.data.cifar100c import CORRUPTIONS, available_corruptions, load_cifar100c
 from tekapbench.data.cifar100_lt import long_tail_counts, long_tail_indices, shot_groups
 from tekapbench.data.stl10 import read_stl10_images, resize_images
@@ -26,25 +26,14 @@ def pil_resize_32(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((32, 32), Image.BILINEAR)).transpose(2, 0, 1)
 
 
-# ----------------------------------------------------------------------------------------------- registry
-
-
-@pytest.mark.parametrize(
-    "name, num_classes",
-    [("cifar100_lt100", 100), ("cifar100_lt50", 100), ("cifar100_lt10", 100), ("stl10", 10),
-     ("tinyimagenet", 200)],
-)
-def test_registered_with_cifar_recipe_and_32px(name, num_classes):
-    entry = DATASETS.get(name)
-    assert entry.recipe == "cifar100" and entry.num_classes == num_classes and entry.image_size == 32
-    assert entry.description
-
-
-def test_cifar100c_is_not_a_training_dataset():
-    assert not any("cifar100c" in name or "cifar100_c" in name for name in DATASETS.names())
-
-
 # ----------------------------------------------------------------------------------------------- CIFAR-100-LT
+
+
+@pytest.mark.parametrize("name", ["cifar100_lt100", "cifar100_lt50", "cifar100_lt10"])
+def test_long_tailed_datasets_are_registered(name):
+    entry = DATASETS.get(name)
+    assert entry.recipe == "cifar100" and entry.num_classes == 100 and entry.image_size == 32
+    assert "long-tailed" in entry.description
 
 
 @pytest.mark.parametrize("factor, total", [(0.01, 10_847), (0.02, 12_608), (0.1, 19_573)])
@@ -127,6 +116,11 @@ def test_long_tailed_missing_data_is_the_cifar100_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- STL-10
+
+
+def test_stl10_is_registered():
+    entry = DATASETS.get("stl10")
+    assert (entry.recipe, entry.num_classes, entry.image_size) == ("cifar100", 10, 32) and entry.description
 
 
 def test_stl10_column_major_byte_lands_at_row_and_column(tmp_path):
@@ -254,12 +248,14 @@ def test_stl10_failed_download_is_a_usage_error(tmp_path, fake_torchvision_stl10
 # ----------------------------------------------------------------------------------------------- TinyImageNet
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from conftest import write_tinyimagenet
+def test_tinyimagenet_is_registered():
+    entry = DATASETS.get("tinyimagenet")
+    assert (entry.recipe, entry.num_classes, entry.image_size) == ("cifar100", 200, 32) and entry.description
 
-    fake = write_tinyimagenet(tmp_path_factory.mktemp("tiny"), train_per_class=2, n_val=12)
-    return fake, load_dataset("tinyimagenet", DataOptions(root=fake.root))
+
+@pytest.fixture(scope="module")
+def tiny(module_tinyimagenet):
+    return module_tinyimagenet, load_dataset("tinyimagenet", DataOptions(root=module_tinyimagenet.root))
 
 
 def test_tinyimagenet_splits_labels_and_names(tiny):
@@ -354,6 +350,10 @@ def test_tinyimagenet_empty_class_folder_is_named(tmp_path, make_tinyimagenet):
 
 
 # ----------------------------------------------------------------------------------------------- CIFAR-100-C
+
+
+def test_cifar100c_is_not_a_training_dataset():
+    assert not any("cifar100c" in name or "cifar100_c" in name for name in DATASETS.names())
 
 
 def test_cifar100c_has_the_15_standard_corruptions():

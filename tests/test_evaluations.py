@@ -122,3 +122,81 @@ def test_the_evaluation_subset_is_fixed_by_its_seed():
     assert len(evaluation_subset(30, 50, 0)) == 30
     with pytest.raises(Exception):
         AdversarialParams(eps=[-1.0])
+
+
+# -- corruptions and transfer ---------------------------------------------------------------------------
+
+def cifar_like(num_test=4):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (num_test, 3, 32, 32), dtype=torch.uint8, generator=g)
+    return ImageSplits("cifar100", images, torch.arange(num_test), images, torch.arange(num_test) % 100, 100,
+                       (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
+
+
+def test_cifar100c_accuracy_is_computed_on_each_severity_slice(fake_cifar100c):
+    from tekapbench.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet8_tiny", 100).eval()
+    data = cifar_like()
+    ctx = EvalContext(model=model, data=data, device=torch.device("cpu"),
+                      data_options=DataOptions(root=fake_cifar100c.root))
+    result = run("corruptions", ctx, source="files", severities=[1, 5])
+    assert set(result["per_corruption"]) == {"gaussian_noise", "fog"}
+    assert len(result["missing_corruptions"]) == 13
+    mean = torch.tensor(data.mean).view(1, 3, 1, 1)
+    std = torch.tensor(data.std).view(1, 3, 1, 1)
+    n = fake_cifar100c.per_severity
+    for name in ("gaussian_noise", "fog"):
+        for severity in (1, 5):
+            rows = fake_cifar100c.images[name][(severity - 1) * n: severity * n]
+            x = (torch.from_numpy(rows).permute(0, 3, 1, 2).float() / 255 - mean) / std
+            with torch.no_grad():
+                predicted = model(x).logits.argmax(1)
+            labels = torch.from_numpy(fake_cifar100c.labels[:n])
+            expected = 100.0 * (predicted == labels).sum().item() / n
+            assert result["per_severity"][name][str(severity)] == pytest.approx(expected)
+
+
+def test_cifar100c_skips_other_datasets_and_reports_missing_files(tmp_path, trained_digits_model):
+    from tekapbench.errors import DataNotFoundError
+
+    model, digits = trained_digits_model
+    ctx = EvalContext(model=model, data=digits, device=torch.device("cpu"), data_options=DataOptions(root=tmp_path))
+    with pytest.raises(Skip, match="generated"):
+        run("corruptions", ctx, source="files")
+    from tekapbench.models import create_model
+
+    cifar_ctx = EvalContext(model=create_model("resnet8_tiny", 100).eval(), data=cifar_like(), device=torch.device("cpu"),
+                            data_options=DataOptions(root=tmp_path))
+    with pytest.raises(DataNotFoundError, match="CIFAR-100-C"):
+        run("corruptions", cifar_ctx, source="files")
+
+
+def test_generated_corruptions_follow_the_published_formulas_and_repeat():
+    from tekapbench.evaluations.corruptions import GENERATED
+
+    x = torch.tensor([[[[0.2, 0.4], [0.6, 0.8]]]]).repeat(1, 3, 1, 1)
+    contrast = GENERATED.get("contrast")(x, 5, torch.Generator())
+    assert torch.allclose(contrast, (x - 0.5) * 0.15 + 0.5)
+    noisy = [GENERATED.get("gaussian_noise")(x, 3, torch.Generator().manual_seed(1)) for _ in range(2)]
+    assert torch.equal(noisy[0], noisy[1]) and not torch.equal(noisy[0], x)
+    assert (noisy[0] - x).std().item() == pytest.approx(0.08, rel=0.9)
+
+
+def test_linear_probe_fits_separable_features_and_transfer_runs_on_stl10_files(fake_stl10):
+    from tekapbench.evaluations.transfer import TransferParams, fit_linear_probe
+    from tekapbench.models import create_model
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 5, generator=g)
+    y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
+    probe = fit_linear_probe(x, y, 4, TransferParams(weight_decay=0.0))
+    assert (probe(x).argmax(1) == y).all()
+
+    torch.manual_seed(0)
+    ctx = EvalContext(model=create_model("resnet8_tiny", 100).eval(), data=cifar_like(), device=torch.device("cpu"),
+                      data_options=DataOptions(root=fake_stl10.root))
+    result = run("transfer", ctx, dataset="stl10")
+    assert result["test_images"] == len(fake_stl10.test_labels) and result["feature_dim"] == 32
+    assert 0 <= result["accuracy"] <= 100 and result["probe"]["weight_decay"] == 1e-4

@@ -1,0 +1,63 @@
+"""Every suite under suites/ is valid, and the CPU twins run end to end with all their evaluators."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tekapbench.cli import main
+from tekapbench.suite.plan import plan_suite
+
+SUITES = sorted((Path(__file__).parent.parent / "suites").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SUITES, ids=[p.stem for p in SUITES])
+def test_every_shipped_suite_is_valid(path):
+    plan = plan_suite(path)
+    assert plan.runs and plan.cells
+
+
+def evaluations(results, suite):
+    found = {}
+    for path in results.glob(f"{suite}/runs/*/attempt-1/evaluations/*.json"):
+        data = json.loads(path.read_text())
+        found.setdefault(data["evaluation"], []).append(data)
+    return found
+
+
+@pytest.mark.slow
+def test_robustness_twin_end_to_end(tmp_path):
+    assert main(["run", "suites/robustness_cpu.toml", "--results", str(tmp_path), "--quiet"]) == 0
+    found = evaluations(tmp_path, "robustness_cpu")
+    assert {k: len(v) for k, v in found.items()} == {"adversarial": 4, "calibration": 4, "fidelity": 4,
+                                                     "corruptions": 4}
+    for result in found["adversarial"]:
+        rows = {(r["attack"], r["eps_255"]): r["robust_acc"] for r in result["results"]["results"]}
+        for eps in (1.0, 2.0, 4.0, 8.0):
+            assert rows["pgd", eps] <= rows["fgsm", eps] <= result["results"]["clean_acc"]
+    teacher_fidelity = [f for f in found["fidelity"] if "skipped" in f["results"]]
+    assert len(teacher_fidelity) == 2  # the teacher and the vanilla student have no teacher
+    for result in found["corruptions"]:
+        r = result["results"]
+        assert set(r["per_corruption"]) == {"contrast", "gaussian_noise", "impulse_noise", "shot_noise"}
+        assert r["mean_corruption_accuracy"] <= r["clean_accuracy"] + 1.0
+
+
+@pytest.mark.slow
+def test_imbalance_twin_end_to_end(tmp_path):
+    assert main(["run", "suites/imbalance_cpu.toml", "--results", str(tmp_path), "--quiet"]) == 0
+    for result in evaluations(tmp_path, "imbalance_cpu")["shot_groups"]:
+        r = result["results"]
+        assert r["train_counts"] == [139, 107, 83, 64, 49, 38, 29, 23, 17, 13]
+        assert r["group_sizes"] == {"many": 2, "medium": 6, "few": 2}
+        assert not math.isnan(r["few_shot"])
+
+
+@pytest.mark.slow
+def test_transfer_twin_end_to_end(tmp_path):
+    assert main(["run", "suites/transfer_cpu.toml", "--results", str(tmp_path), "--quiet"]) == 0
+    for result in evaluations(tmp_path, "transfer_cpu")["transfer"]:
+        r = result["results"]
+        assert r["dataset"] == "digits_5to9" and r["test_images"] == 179
+        assert r["accuracy"] > 40  # features of unseen digits are far better than chance (20%)
+        assert r["probe"]["solver"].startswith("L-BFGS")

@@ -1,4 +1,5 @@
-"""Side-by-side ratios of the benchmarks, printed at the end of the run (pytest-benchmark shows times)."""
+"""Figures derived from the benchmarks (side-by-side ratios, images per second), printed at the end of the
+run beside pytest-benchmark's timing tables."""
 from __future__ import annotations
 
 import pytest
@@ -8,11 +9,11 @@ _RATIOS = pytest.StashKey[dict]()
 
 @pytest.fixture
 def report_ratio(request):
-    """``report_ratio(name, value, target)`` files a ratio measured in this session for the summary."""
+    """``report_ratio(name, value, note)`` files a figure measured in this session for the summary."""
     ratios = request.config.stash.setdefault(_RATIOS, {})
 
-    def report(name: str, value: float, target: str) -> None:
-        ratios[name] = (value, target)
+    def report(name: str, value: float, note: str) -> None:
+        ratios[name] = (value, note)
 
     return report
 
@@ -20,6 +21,7 @@ def report_ratio(request):
 def pytest_terminal_summary(terminalreporter, config):
     ratios = config.stash.get(_RATIOS, {})
     if ratios:
-        terminalreporter.section("benchmark ratios (measured side by side in this run)")
-        for name, (value, target) in ratios.items():
-            terminalreporter.write_line(f"{name}: {value:.3g}  (target {target})")
+        terminalreporter.section("benchmark figures (measured side by side in this run)")
+        for name, (value, note) in ratios.items():
+            shown = f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+            terminalreporter.write_line(f"{name}: {shown}  ({note})")

@@ -58,13 +58,13 @@ def _record(benchmark, name: str, report_ratio) -> None:
     if name == "kd_tekap" and "kd" in _seconds_per_step:
         benchmark.extra_info["tekap_over_kd"] = round(_seconds_per_step["kd_tekap"] / _seconds_per_step["kd"], 3)
         report_ratio("KD+TeKAP (N=3) / KD, time of one distillation step",
-                     _seconds_per_step["kd_tekap"] / _seconds_per_step["kd"], "<= 1.05")
+                     _seconds_per_step["kd_tekap"] / _seconds_per_step["kd"], "target <= 1.05")
 
 
 @pytest.mark.benchmark(group="distillation-step")
 @pytest.mark.parametrize("method", ["kd", "kd_tekap"])
 def test_distillation_step(benchmark, method, report_ratio):
     step = make_step(method)
-    loss = benchmark.pedantic(step, rounds=8, warmup_rounds=2, iterations=1)
+    loss = benchmark.pedantic(step, rounds=15, warmup_rounds=3, iterations=1)
     assert torch.isfinite(torch.tensor(loss))
     _record(benchmark, method, report_ratio)

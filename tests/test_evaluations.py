@@ -200,3 +200,42 @@ def test_linear_probe_fits_separable_features_and_transfer_runs_on_stl10_files(f
     result = run("transfer", ctx, dataset="stl10")
     assert result["test_images"] == len(fake_stl10.test_labels) and result["feature_dim"] == 32
     assert 0 <= result["accuracy"] <= 100 and result["probe"]["weight_decay"] == 1e-4
+
+
+def test_autoattack_runs_seeded_and_never_beats_clean(trained_digits_model):
+    model, data = trained_digits_model
+    ctx = EvalContext(model=model, data=data, device=torch.device("cpu"), data_options=DataOptions(root="unused"))
+    results = [run("adversarial", ctx, eps=[8.0], num_examples=16, attacks=["autoattack"]) for _ in range(2)]
+    row = results[0]["results"][0]
+    assert row["robust_acc"] <= results[0]["clean_acc"] and row["version"] == "standard" and row["n_classes"] == 10
+    assert results[0] == results[1]
+
+
+def test_absent_cifar100c_is_a_note_and_the_other_evaluations_are_stored(tmp_path, make_cifar100, capsys,
+                                                                          monkeypatch):
+    from tekapbench.cli import main
+
+    make_cifar100(tmp_path / "data", n_train=40, n_test=20)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text("""
+[suite]
+name = "c"
+[data]
+datasets = ["cifar100"]
+[recipe]
+epochs = 1
+[[pairs]]
+teacher = "resnet8_tiny"
+student = "resnet8_tiny"
+[[methods]]
+label = "Student"
+method = "vanilla"
+[[evaluations]]
+name = "corruptions"
+[[evaluations]]
+name = "calibration"
+""")
+    assert main(["run", "s.toml"]) == 0
+    assert "corruptions of cifar100 resnet8_tiny" in capsys.readouterr().err
+    stored = [p.name for p in tmp_path.glob("results/c/runs/*/attempt-1/evaluations/*.json")]
+    assert len(stored) == 1 and stored[0].startswith("calibration")

@@ -23,7 +23,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                          progress=Progress(quiet=args.quiet))
     if args.dry_run:
         pending = set(runner.pending())
-        print(f"suite {plan.name} ({plan.source}): {len(plan.runs)} runs, {len(pending)} to run on {device}")
+        evaluations = sum(map(len, runner.pending_evaluations(pending).values()))
+        print(f"suite {plan.name} ({plan.source}): {len(plan.runs)} runs, {len(pending)} to run on {device}, "
+              f"{evaluations} evaluation(s) to compute")
         for run_id, spec in plan.runs.items():
             rows = "/".join(dict.fromkeys(c.row for c in plan.cells if c.run_id == run_id))
             what = spec.method.describe() if spec.method else f"checkpoint {spec.checkpoint}"

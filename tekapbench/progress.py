@@ -47,5 +47,7 @@ class Progress:
                 f"(best {metrics['test_acc_best']:.2f}%) in {seconds:.0f}s")
         self._write(("\n" if self.live and self._epochs else "") + line + "\n")
 
-    def evaluated(self, index: int, total: int, label: str, evaluation: str, seconds: float) -> None:
-        self._write(f"[eval {index}/{total}] {label}: {evaluation} in {seconds:.0f}s\n")
+    def evaluated(self, index: int, total: int, label: str, evaluation: str, seconds: float,
+                  skipped: bool = False) -> None:
+        done = "skipped (does not apply)" if skipped else f"in {seconds:.0f}s"
+        self._write(f"[eval {index}/{total}] {label}: {evaluation} {done}\n")

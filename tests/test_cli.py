@@ -100,7 +100,7 @@ def test_dry_run_lists_runs_and_trains_nothing(tmp_path, suite, capsys):
     results = tmp_path / "results"
     assert main(["run", str(suite), "--results", str(results), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "3 runs, 3 to run" in out
+    assert "3 runs, 3 to run on cpu, 0 evaluation(s) to compute" in out
     assert not results.exists()
 
 

@@ -53,7 +53,7 @@ def tiny_split(train_labels, test_labels, num_classes):
 def context(data, student_logits, teacher_logits=None):
     return EvalContext(model=FixedLogits(student_logits), data=data, device=torch.device("cpu"),
                        data_options=DataOptions(root="unused"),
-                       teacher=FixedLogits(teacher_logits) if teacher_logits is not None else None)
+                       load_teacher=(lambda: FixedLogits(teacher_logits)) if teacher_logits is not None else None)
 
 
 def run(name, ctx, **settings):
@@ -129,7 +129,8 @@ def test_the_evaluation_subset_is_fixed_by_its_seed():
 def cifar_like(num_test=4):
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (num_test, 3, 32, 32), dtype=torch.uint8, generator=g)
-    return ImageSplits("cifar100", images, torch.arange(num_test), images, torch.arange(num_test) % 100, 100,
+    labels = torch.tensor([(11 * i + 5) % 100 for i in range(num_test)])  # the CIFAR-100-C fixture's labels
+    return ImageSplits("cifar100", images, torch.arange(num_test), images, labels, 100,
                        (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
 
 
@@ -141,9 +142,8 @@ def test_cifar100c_accuracy_is_computed_on_each_severity_slice(fake_cifar100c):
     data = cifar_like()
     ctx = EvalContext(model=model, data=data, device=torch.device("cpu"),
                       data_options=DataOptions(root=fake_cifar100c.root))
-    result = run("corruptions", ctx, source="files", severities=[1, 5])
+    result = run("corruptions", ctx, source="files", severities=[1, 5], corruptions=["gaussian_noise", "fog"])
     assert set(result["per_corruption"]) == {"gaussian_noise", "fog"}
-    assert len(result["missing_corruptions"]) == 13
     mean = torch.tensor(data.mean).view(1, 3, 1, 1)
     std = torch.tensor(data.std).view(1, 3, 1, 1)
     n = fake_cifar100c.per_severity
@@ -191,7 +191,8 @@ def test_linear_probe_fits_separable_features_and_transfer_runs_on_stl10_files(f
     g = torch.Generator().manual_seed(0)
     x = torch.randn(60, 5, generator=g)
     y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
-    probe = fit_linear_probe(x, y, 4, TransferParams(weight_decay=0.0))
+    probe, fit = fit_linear_probe(x, y, 4, TransferParams(weight_decay=0.0))
+    assert fit["iterations"] > 0
     assert (probe(x).argmax(1) == y).all()
 
     torch.manual_seed(0)
@@ -207,7 +208,7 @@ def test_autoattack_runs_seeded_and_never_beats_clean(trained_digits_model):
     ctx = EvalContext(model=model, data=data, device=torch.device("cpu"), data_options=DataOptions(root="unused"))
     results = [run("adversarial", ctx, eps=[8.0], num_examples=16, attacks=["autoattack"]) for _ in range(2)]
     row = results[0]["results"][0]
-    assert row["robust_acc"] <= results[0]["clean_acc"] and row["version"] == "standard" and row["n_classes"] == 10
+    assert row["robust_acc"] <= results[0]["clean_acc"] and row["steps"] == 100 and row["target_classes"] == 9
     assert results[0] == results[1]
 
 
@@ -239,3 +240,85 @@ name = "calibration"
     assert "corruptions of cifar100 resnet8_tiny" in capsys.readouterr().err
     stored = [p.name for p in tmp_path.glob("results/c/runs/*/attempt-1/evaluations/*.json")]
     assert len(stored) == 1 and stored[0].startswith("calibration")
+
+
+def test_cifar100c_mean_covers_the_15_standard_corruptions_only_and_needs_them_all(tmp_path, make_cifar100c):
+    from tekapbench.data.cifar100c import CORRUPTIONS, EXTRA_CORRUPTIONS
+    from tekapbench.errors import DataNotFoundError
+    from tekapbench.models import create_model
+
+    make_cifar100c(tmp_path, corruptions=CORRUPTIONS[:14] + EXTRA_CORRUPTIONS[:1], per_severity=4)
+    ctx = EvalContext(model=create_model("resnet8_tiny", 100).eval(), data=cifar_like(), device=torch.device("cpu"),
+                      data_options=DataOptions(root=tmp_path))
+    with pytest.raises(DataNotFoundError, match=CORRUPTIONS[14]):
+        run("corruptions", ctx, source="files", severities=[1])
+    make_cifar100c(tmp_path, corruptions=CORRUPTIONS[14:], per_severity=4)
+    result = run("corruptions", ctx, source="files", severities=[1])
+    assert result["corruptions"] == list(CORRUPTIONS) and EXTRA_CORRUPTIONS[0] not in result["per_corruption"]
+
+
+def test_contrast_uses_a_mean_per_channel():
+    from tekapbench.evaluations.corruptions import GENERATED
+
+    x = torch.stack([torch.full((2, 2), 0.2), torch.full((2, 2), 0.8), torch.tensor([[0.0, 1.0], [0.0, 1.0]])])[None]
+    out = GENERATED.get("contrast")(x, 1, torch.Generator())
+    assert torch.allclose(out[0, 0], torch.full((2, 2), 0.2)) and torch.allclose(out[0, 1], torch.full((2, 2), 0.8))
+    assert torch.allclose(out[0, 2], (x[0, 2] - 0.5) * 0.75 + 0.5)
+
+
+def test_attack_success_rate_counts_only_initially_correct_images():
+    from tekapbench.evaluations.adversarial import attack_rows
+    from tekapbench.evaluations.base import NormalizedLogits
+
+    class Threshold(torch.nn.Module):  # class 1 when the mean pixel exceeds 0.5
+        def forward(self, x):
+            from tekapbench.models.base import ModelOutput
+
+            score = x.mean(dim=(1, 2, 3)) * 0.5 + 0.5 - 0.5  # undo normalization (mean 0.5, std 0.5)
+            logits = torch.stack([-score, score], 1) * 100
+            return ModelOutput(logits=logits, features=(), preact_features=(), embedding=logits)
+
+    model = NormalizedLogits(Threshold(), (0.5,) * 3, (0.5,) * 3)
+    images = torch.stack([torch.full((3, 2, 2), v) for v in (0.52, 0.9, 0.1, 0.48)])
+    labels = torch.tensor([1, 1, 0, 1])  # the last one is wrong before any attack
+    clean, rows = attack_rows(model, images, labels, AdversarialParams(attacks=["fgsm"], eps=[8.0]), 4, 2)
+    assert clean == 75.0
+    # FGSM at 8/255 flips 0.52 (to 0.489) but neither 0.9 nor 0.1; 0.48 would flip to right but stays wrong
+    assert rows[0]["robust_acc"] == 50.0 and rows[0]["attack_success_rate"] == pytest.approx(100 / 3)
+
+
+def test_autoattack_on_fewer_than_10_classes():
+    from tekapbench.evaluations.adversarial import attack_rows
+    from tekapbench.evaluations.base import NormalizedLogits
+    from tekapbench.models import create_model
+
+    torch.manual_seed(0)
+    model = NormalizedLogits(create_model("resnet8_tiny", 5), (0.5,) * 3, (0.5,) * 3).eval()
+    x = torch.rand(6, 3, 32, 32)
+    y = model(x).argmax(1)
+    clean, rows = attack_rows(model, x, y, AdversarialParams(attacks=["autoattack"], eps=[8.0], autoattack_steps=5), 6, 5)
+    assert clean == 100.0 and rows[0]["target_classes"] == 4 and rows[0]["robust_acc"] <= clean
+
+
+def test_probe_ignores_features_constant_on_the_train_split():
+    from tekapbench.evaluations.transfer import transfer
+
+    class DeadChannel(torch.nn.Module):
+        def forward(self, x):
+            from tekapbench.models.base import ModelOutput
+
+            signal = x.mean(dim=(1, 2, 3), keepdim=False)[:, None]
+            emb = torch.cat([signal, torch.zeros_like(signal)], 1)
+            return ModelOutput(logits=emb, features=(), preact_features=(), embedding=emb)
+
+    g = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 256, (40, 3, 4, 4), dtype=torch.uint8, generator=g)
+    test = train.clone()
+    test[:, 0, 0, 0] = 255  # would light up a 'dead' feature only on test if it were not constant
+    target = ImageSplits("t", train, (train.float().mean(dim=(1, 2, 3)) > 127.5).long(), test,
+                         (test.float().mean(dim=(1, 2, 3)) > 127.5).long(), 2, (0.5,) * 3, (0.5,) * 3)
+    ctx = EvalContext(model=DeadChannel(), data=target, device=torch.device("cpu"), data_options=DataOptions(root="x"),
+                      datasets=lambda name: target)
+    entry = EVALUATIONS.get("transfer")
+    result = transfer(ctx, entry.params.model_construct(dataset="t", weight_decay=1e-4, max_iter=100))
+    assert result["features_used"] == 1 and result["accuracy"] >= 90

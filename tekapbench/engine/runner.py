@@ -10,14 +10,14 @@ import torch
 
 from tekapbench.data.base import DataOptions, ImageSplits, load_dataset
 from tekapbench.data.loader import DeviceLoader
-from tekapbench.errors import DataNotFoundError, UsageError
+from tekapbench.errors import DataNotFoundError, TekapbenchError, UsageError
 from tekapbench.evaluations import EVALUATIONS, EvalContext, Skip
 from tekapbench.engine.trainer import Precision, Trainer, TrainJob, evaluate
 from tekapbench.models.base import create_model, load_weights
 from tekapbench.progress import Progress
 from tekapbench.results.provenance import provenance, sha256_file, tensors_sha256
 from tekapbench.results.store import ResultStore
-from tekapbench.suite.plan import EvaluationSpec, RunSpec, SuitePlan
+from tekapbench.suite.plan import TEACHER_ROW, EvaluationSpec, RunSpec, SuitePlan
 
 RECORD_FORMAT = 1
 
@@ -61,8 +61,7 @@ class SuiteRunner:
 
     def dataset(self, name: str) -> ImageSplits:
         if name not in self._datasets:
-            options = DataOptions(root=Path(self.plan.data_root), download=self.plan.download)
-            data = self._datasets[name] = load_dataset(name, options)
+            data = self._datasets[name] = load_dataset(name, self._data_options())
             self._data_info[name] = {
                 "dataset": name, "train_images": int(data.train_labels.numel()),
                 "test_images": int(data.test_labels.numel()),
@@ -84,7 +83,10 @@ class SuiteRunner:
         """Trains every pending run, then computes every missing evaluation; returns the trained ids."""
         todo = self.pending()
         evaluations = self.pending_evaluations(set(todo))
-        for name in dict.fromkeys(self.plan.runs[r].dataset for r in [*todo, *evaluations]):
+        needed = [self.plan.runs[r].dataset for r in [*todo, *evaluations]]
+        needed += [name for specs in evaluations.values() for e in specs
+                   for name in EVALUATIONS.get(e.name).params.model_validate(e.settings).required_datasets()]
+        for name in dict.fromkeys(needed):
             self.dataset(name)  # a missing dataset stops the suite before anything trains
         dropped = self.store.save_plan(self.plan.to_dict())
         if dropped:
@@ -94,8 +96,12 @@ class SuiteRunner:
         self.progress.suite(self.plan.name, len(self.plan.runs), len(todo), forced=self.force)
         for index, run_id in enumerate(todo, 1):
             self.execute(run_id, index, len(todo))
+        failed = []
         for index, (run_id, specs) in enumerate(evaluations.items(), 1):
-            self.evaluate(run_id, specs, index, len(evaluations))
+            failed += self.evaluate(run_id, specs, index, len(evaluations))
+        if failed:
+            raise TekapbenchError(f"{len(failed)} evaluation(s) failed (see the notes above): {'; '.join(failed)}; "
+                                  f"the others are stored, and the next run retries the failed ones")
         return todo
 
     def _weights(self, run_id: str) -> Path:
@@ -108,14 +114,30 @@ class SuiteRunner:
         load_weights(self._weights(run_id), model, what=f"{spec.arch} of run {run_id}")
         return model.to(self.device).eval()
 
-    def evaluate(self, run_id: str, specs: list[EvaluationSpec], index: int = 1, total: int = 1) -> None:
-        """Scores a finished run from its saved weights; each result is stored with its settings."""
+    def teacher_of(self, run_id: str) -> str | None:
+        """The teacher a run is compared with: its own, or, for a vanilla student, its column's teacher."""
+        spec = self.plan.runs[run_id]
+        if spec.teacher is not None:
+            return spec.teacher
+        teachers = {(c.dataset, c.teacher, c.student, c.seed): c.run_id for c in self.plan.cells if c.row == TEACHER_ROW}
+        for cell in self.plan.cells:
+            if cell.run_id == run_id and cell.row != TEACHER_ROW:
+                return teachers.get((cell.dataset, cell.teacher, cell.student, cell.seed))
+        return None
+
+    def evaluate(self, run_id: str, specs: list[EvaluationSpec], index: int = 1, total: int = 1) -> list[str]:
+        """Scores a finished run from its saved weights; each result is stored with its settings.
+        Returns the evaluations that failed (after a note each): the others still run."""
         spec = self.plan.runs[run_id]
         data = self.dataset(spec.dataset)
+        teacher_id = self.teacher_of(run_id)
         ctx = EvalContext(model=self._load(run_id, data.num_classes), data=data, device=self.device,
-                          data_options=DataOptions(root=Path(self.plan.data_root), download=self.plan.download),
-                          teacher=self._load(spec.teacher, data.num_classes) if spec.teacher else None)
-        label = f"{spec.dataset} {spec.arch} {self._role(run_id)}" + (f" seed {spec.seed}" if spec.seed is not None else "")
+                          data_options=self._data_options(),
+                          load_teacher=(lambda: self._load(teacher_id, data.num_classes)) if teacher_id else None,
+                          datasets=self.dataset)
+        label = self._label(run_id)
+        weights = self._weights(run_id)
+        failed = []
         for evaluation in specs:
             entry = EVALUATIONS.get(evaluation.name)
             started = time.perf_counter()
@@ -126,14 +148,28 @@ class SuiteRunner:
             except DataNotFoundError as exc:  # e.g. CIFAR-100-C absent: the other evaluations still run
                 self.progress.note(f"{evaluation.name} of {label} not computed: {exc}")
                 continue
+            except Exception as exc:  # noqa: BLE001 - one failing evaluation must not cost the others
+                self.progress.note(f"{evaluation.name} of {label} failed: {type(exc).__name__}: {exc}")
+                failed.append(f"{evaluation.name} of {label}")
+                continue
             seconds = time.perf_counter() - started
             self.store.write_evaluation(run_id, evaluation.key, {
                 "format": RECORD_FORMAT, "run_id": run_id, "evaluation": evaluation.name,
-                "settings": evaluation.settings, "results": results,
+                "version": entry.version, "settings": evaluation.settings, "results": results,
+                "teacher": {"run_id": teacher_id, "sha256": sha256_file(self._weights(teacher_id))}
+                if teacher_id and ctx.load_teacher and "teacher_model" in ctx._cache else None,
                 "provenance": {**provenance(self.device), "finished": _now(), "wall_seconds": seconds,
-                               "weights": str(self._weights(run_id))},
+                               "weights": str(weights), "weights_sha256": sha256_file(weights)},
             })
-            self.progress.evaluated(index, total, label, evaluation.name, seconds)
+            self.progress.evaluated(index, total, label, evaluation.name, seconds, skipped="skipped" in results)
+        return failed
+
+    def _data_options(self) -> DataOptions:
+        return DataOptions(root=Path(self.plan.data_root), download=self.plan.download)
+
+    def _label(self, run_id: str) -> str:
+        spec = self.plan.runs[run_id]
+        return f"{spec.dataset} {spec.arch} {self._role(run_id)}" + (f" seed {spec.seed}" if spec.seed is not None else "")
 
     def _teacher_model(self, spec: RunSpec, num_classes: int) -> tuple[torch.nn.Module, dict[str, Any]]:
         weights = self._weights(spec.teacher)
@@ -145,7 +181,7 @@ class SuiteRunner:
         data = self.dataset(spec.dataset)
         attempt = self.store.attempt_for(run_id, force=self.force)
         started_at, started = _now(), time.perf_counter()
-        label = f"{spec.dataset} {spec.arch} {self._role(run_id)}" + (f" seed {spec.seed}" if spec.seed is not None else "")
+        label = self._label(run_id)
         teacher_info = None
         if spec.kind == "pretrained":
             self.progress.run_started(index, total, label, 0, 0)

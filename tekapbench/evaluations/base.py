@@ -14,7 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from tekapbench.data.base import DataOptions, ImageSplits
+from tekapbench.data.base import DataOptions, ImageSplits, load_dataset
 from tekapbench.data.loader import DeviceLoader
 from tekapbench.registry import Registry
 
@@ -23,6 +23,10 @@ class EvalParams(BaseModel):
     """An evaluation's settings (typed, validated from the suite, defaults in the class)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    def required_datasets(self) -> list[str]:
+        """Datasets besides the run's own that the evaluation reads (checked before anything trains)."""
+        return []
 
 
 class NoEvalParams(EvalParams):
@@ -55,9 +59,19 @@ class EvalContext:
     data: ImageSplits
     device: torch.device
     data_options: DataOptions
-    teacher: nn.Module | None = None
+    load_teacher: Callable[[], nn.Module] | None = None  # loaded on first use only
+    datasets: Callable[[str], ImageSplits] | None = None  # the runner's cache of loaded datasets
     batch_size: int = 512
     _cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        if "teacher_model" not in self._cache:
+            self._cache["teacher_model"] = self.load_teacher() if self.load_teacher else None
+        return self._cache["teacher_model"]
+
+    def dataset(self, name: str) -> ImageSplits:
+        return self.datasets(name) if self.datasets else load_dataset(name, self.data_options)
 
     def loader(self, images: torch.Tensor, labels: torch.Tensor) -> DeviceLoader:
         return DeviceLoader(images, labels, batch_size=self.batch_size, device=self.device, mean=self.data.mean,
@@ -95,26 +109,28 @@ class EvaluationEntry:
     name: str
     evaluate: Evaluate
     params: type[EvalParams]
+    version: int = 1  # bumped when what an evaluation measures changes: older stored results then no longer count
     description: str = ""
 
 
 EVALUATIONS: Registry[EvaluationEntry] = Registry("evaluation")
 
 
-def register_evaluation(name: str, *, params: type[EvalParams] = NoEvalParams):
+def register_evaluation(name: str, *, params: type[EvalParams] = NoEvalParams, version: int = 1):
     """``@register_evaluation("calibration", params=CalibrationParams)`` on ``f(ctx, params) -> results``."""
 
     def decorator(fn: Evaluate) -> Evaluate:
         doc = (fn.__doc__ or "").strip().splitlines()
-        EVALUATIONS.register(name)(EvaluationEntry(name, fn, params, doc[0] if doc else ""))
+        EVALUATIONS.register(name)(EvaluationEntry(name, fn, params, version, doc[0] if doc else ""))
         return fn
 
     return decorator
 
 
 def evaluation_key(name: str, settings: dict[str, Any]) -> str:
-    """Names a stored result by evaluation and settings: other settings are another result."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    """Names a stored result by evaluation, its version and settings: other settings are another result."""
+    version = EVALUATIONS.get(name).version
+    digest = hashlib.sha256(json.dumps([version, settings], sort_keys=True).encode()).hexdigest()[:10]
     return f"{name}-{digest}"
 
 

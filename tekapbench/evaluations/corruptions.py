@@ -15,6 +15,8 @@ import torch
 from pydantic import Field, model_validator
 
 from tekapbench.data.cifar100c import CORRUPTIONS, available_corruptions, load_cifar100c
+from tekapbench.data._files import CorruptDataError
+from tekapbench.errors import DataNotFoundError
 from tekapbench.evaluations.base import EvalContext, EvalParams, Skip, accuracy, register_evaluation
 from tekapbench.registry import Registry
 from tekapbench.seeding import derive_seed
@@ -46,7 +48,7 @@ def _impulse_noise(x, severity, generator):
 @GENERATED.register("contrast")
 def _contrast(x, severity, generator):
     c = (0.75, 0.5, 0.4, 0.3, 0.15)[severity - 1]
-    means = x.mean(dim=(1, 2, 3), keepdim=True)
+    means = x.mean(dim=(2, 3), keepdim=True)  # per image and channel, as np.mean(x, axis=(0, 1)) on HWC
     return (x - means) * c + means
 
 
@@ -79,16 +81,23 @@ def corruptions(ctx: EvalContext, params: CorruptionParams) -> dict:
             raise Skip(f"CIFAR-100-C corrupts the CIFAR-100 test set; this run is on {ctx.data.name} "
                        "(use source = \"generated\")")
         root = Path(ctx.data_options.root)
-        names = params.corruptions or available_corruptions(root)
-        if not names:
-            load_cifar100c(root, CORRUPTIONS[0], 1)  # raises the clear "where to get it" error
-        missing = [c for c in CORRUPTIONS if c not in names] if params.corruptions is None else []
+        names = params.corruptions or list(CORRUPTIONS)  # the 15 of the protocol; extras only when named
+        present = set(available_corruptions(root))
+        absent = [c for c in names if c not in present]
+        if absent:
+            if len(absent) == len(names):
+                load_cifar100c(root, names[0], 1)  # raises the clear "where to get it" error
+            raise DataNotFoundError(f"CIFAR-100-C under {root}: {', '.join(absent)} missing; the mean needs all of "
+                                    f"{', '.join(names)}")
 
         def corrupted(name: str, severity: int):
-            return load_cifar100c(root, name, severity)
+            images, labels = load_cifar100c(root, name, severity)
+            if len(labels) == len(ctx.data.test_labels) and not torch.equal(labels, ctx.data.test_labels):
+                raise CorruptDataError(f"CIFAR-100-C {name}: its labels are not those of the CIFAR-100 test set in "
+                                       f"order; the files do not belong to this test set")
+            return images, labels
     else:
         names = params.corruptions or GENERATED.names()
-        missing = []
         clean = ctx.data.test_images.float() / 255
 
         def corrupted(name: str, severity: int):
@@ -103,13 +112,11 @@ def corruptions(ctx: EvalContext, params: CorruptionParams) -> dict:
             logits = ctx.outputs(ctx.model, images, labels)[0]
             table[name][str(severity)] = accuracy(logits, labels.to(ctx.device))
     per_corruption = {name: statistics.fmean(row.values()) for name, row in table.items()}
-    result = {
+    return {
         "source": params.source,
+        "corruptions": names,
         "mean_corruption_accuracy": statistics.fmean(per_corruption.values()),
         "clean_accuracy": accuracy(ctx.test_logits(), ctx.test_labels),
         "per_corruption": per_corruption,
         "per_severity": table,
     }
-    if missing:
-        result["missing_corruptions"] = missing  # files absent: the mean covers fewer than 15
-    return result

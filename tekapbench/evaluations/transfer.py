@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import AfterValidator, Field
 
-from tekapbench.data.base import DATASETS, load_dataset
+from tekapbench.data.base import DATASETS
 from tekapbench.evaluations.base import EvalContext, EvalParams, accuracy, register_evaluation
-from tekapbench.seeding import derive_seed
 
 
 def _known_dataset(name: str) -> str:
@@ -28,15 +27,19 @@ class TransferParams(EvalParams):
     dataset: Annotated[str, AfterValidator(_known_dataset)] = "stl10"
     weight_decay: float = Field(1e-4, ge=0, description="L2 penalty on the probe's weights")
     max_iter: int = Field(500, ge=1, description="L-BFGS iterations")
-    seed: int = 0
 
+    def required_datasets(self) -> list[str]:
+        return [self.dataset]
+
+
+STD_FLOOR = 1e-4
 
 def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, params: TransferParams
-                     ) -> torch.nn.Linear:
+                     ) -> tuple[torch.nn.Linear, dict]:
+    """Fits the probe from zero (the problem is convex: no seed to matter); returns it and how the fit went."""
     probe = torch.nn.Linear(train_x.shape[1], num_classes).to(train_x.device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(params.seed, "probe-init"))
-        probe.reset_parameters()
+    torch.nn.init.zeros_(probe.weight)
+    torch.nn.init.zeros_(probe.bias)
     optimizer = torch.optim.LBFGS(probe.parameters(), lr=1.0, max_iter=params.max_iter, history_size=20,
                                   line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
 
@@ -46,26 +49,37 @@ def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: 
         loss.backward()
         return loss
 
-    optimizer.step(closure)
-    return probe.eval()
+    final_loss = optimizer.step(closure)
+    state = optimizer.state[probe.weight]
+    return probe.eval(), {"iterations": int(state.get("n_iter", 0)), "function_evaluations": int(state.get("func_evals", 0)),
+                          "final_loss": final_loss.item()}
 
 
 @register_evaluation("transfer", params=TransferParams)
 def transfer(ctx: EvalContext, params: TransferParams) -> dict:
     """Linear-probe accuracy (%) on another dataset from the frozen pooled features."""
-    target = load_dataset(params.dataset, ctx.data_options)
+    target = ctx.dataset(params.dataset)
     train_x = ctx.outputs(ctx.model, target.train_images, target.train_labels)[1]
     test_x = ctx.outputs(ctx.model, target.test_images, target.test_labels)[1]
-    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    # standardize with the train split's statistics; features (nearly) constant on it, e.g. dead ReLU
+    # channels, carry no information and would be blown up on the test split, so they are dropped
+    mean, std = train_x.mean(0), train_x.std(0)
+    live = std > STD_FLOOR * std.median().clamp_min(1e-12)
+    train_z = (train_x[:, live] - mean[live]) / std[live]
+    test_z = (test_x[:, live] - mean[live]) / std[live]
     train_y, test_y = target.train_labels.to(ctx.device), target.test_labels.to(ctx.device)
-    probe = fit_linear_probe((train_x - mean) / std, train_y, target.num_classes, params)
+    probe, fit = fit_linear_probe(train_z, train_y, target.num_classes, params)
     with torch.no_grad():
-        train_acc = accuracy(probe((train_x - mean) / std), train_y)
-        test_acc = accuracy(probe((test_x - mean) / std), test_y)
+        train_acc = accuracy(probe(train_z), train_y)
+        test_acc = accuracy(probe(test_z), test_y)
     return {
         "dataset": params.dataset, "accuracy": test_acc, "train_accuracy": train_acc,
         "train_images": int(len(train_y)), "test_images": int(len(test_y)), "feature_dim": int(train_x.shape[1]),
-        "probe": {"model": "multinomial logistic regression on standardized pooled features",
-                  "solver": "L-BFGS (full batch, strong Wolfe line search)", "max_iter": params.max_iter,
-                  "weight_decay": params.weight_decay, "backbone": "frozen, eval mode, features extracted once"},
+        "features_used": int(live.sum()),
+        "probe": {"model": "multinomial logistic regression on standardized pooled features, from zero",
+                  "solver": "L-BFGS (full batch, strong Wolfe line search)", "lr": 1.0, "history_size": 20,
+                  "max_iter": params.max_iter, "tolerance_grad": 1e-6, "tolerance_change": 1e-9,
+                  "weight_decay": params.weight_decay, "penalty": "0.5 * weight_decay * |W|^2, bias not penalized",
+                  "std_floor": f"features with train std <= {STD_FLOOR} x median std dropped",
+                  "backbone": "frozen, eval mode, features extracted once", **fit},
     }

@@ -51,7 +51,7 @@ def test_pgd10(benchmark, setup, report_ratio):
     x = setup.data.test_images[:PGD_IMAGES].float() / 255
     y = setup.data.test_labels[:PGD_IMAGES]
     params = AdversarialParams(attacks=["pgd"], eps=[8.0], pgd_steps=10)
-    clean, rows = benchmark.pedantic(lambda: attack_rows(model, x, y, params, 128), rounds=2, iterations=1)
+    clean, rows = benchmark.pedantic(lambda: attack_rows(model, x, y, params, 128, 100), rounds=2, iterations=1)
     assert rows[0]["robust_acc"] <= clean
     _figure(benchmark, report_ratio, "PGD-10 (eps 8/255)", PGD_IMAGES)
 

@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     table = sub.add_parser("table", help="print paper-style tables of the results")
     table.add_argument("--results", default="results", help="results folder (default: results)")
     table.add_argument("--suite", help="only this suite (default: every suite with results)")
-    table.add_argument("--format", default="github", help="github (default), markdown, latex, csv")
+    table.add_argument("--format", default="github", help="github (default), markdown, latex, csv, json")
     table.add_argument("--layout", help="override the layout named by the suite")
     table.add_argument("--metric", choices=["last", "best"], default="last",
                        help="last-epoch (default, as CRD/TeKAP report) or best-epoch test accuracy")

@@ -17,6 +17,20 @@ def test_every_shipped_suite_is_valid(path):
     assert plan.runs and plan.cells
 
 
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory):
+    """Runs a CPU twin once per test module and returns its results folder."""
+    done = {}
+
+    def run(suite: str) -> Path:
+        if suite not in done:
+            done[suite] = tmp_path_factory.mktemp(suite)
+            assert main(["run", f"suites/{suite}.toml", "--results", str(done[suite]), "--quiet"]) == 0
+        return done[suite]
+
+    return run
+
+
 def evaluations(results, suite):
     found = {}
     for path in results.glob(f"{suite}/runs/*/attempt-1/evaluations/*.json"):
@@ -26,9 +40,8 @@ def evaluations(results, suite):
 
 
 @pytest.mark.slow
-def test_robustness_twin_end_to_end(tmp_path):
-    assert main(["run", "suites/robustness_cpu.toml", "--results", str(tmp_path), "--quiet"]) == 0
-    found = evaluations(tmp_path, "robustness_cpu")
+def test_robustness_twin_end_to_end(twin):
+    found = evaluations(twin("robustness_cpu"), "robustness_cpu")
     assert {k: len(v) for k, v in found.items()} == {"adversarial": 4, "calibration": 4, "fidelity": 4,
                                                      "corruptions": 4}
     for result in found["adversarial"]:
@@ -44,9 +57,8 @@ def test_robustness_twin_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_imbalance_twin_end_to_end(tmp_path):
-    assert main(["run", "suites/imbalance_cpu.toml", "--results", str(tmp_path), "--quiet"]) == 0
-    for result in evaluations(tmp_path, "imbalance_cpu")["shot_groups"]:
+def test_imbalance_twin_end_to_end(twin):
+    for result in evaluations(twin("imbalance_cpu"), "imbalance_cpu")["shot_groups"]:
         r = result["results"]
         assert r["train_counts"] == [139, 107, 83, 64, 49, 38, 29, 23, 17, 13]
         assert r["group_sizes"] == {"many": 2, "medium": 6, "few": 2}
@@ -54,10 +66,25 @@ def test_imbalance_twin_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_transfer_twin_end_to_end(tmp_path):
-    assert main(["run", "suites/transfer_cpu.toml", "--results", str(tmp_path), "--quiet"]) == 0
-    for result in evaluations(tmp_path, "transfer_cpu")["transfer"]:
+def test_transfer_twin_end_to_end(twin):
+    for result in evaluations(twin("transfer_cpu"), "transfer_cpu")["transfer"]:
         r = result["results"]
         assert r["dataset"] == "digits_5to9" and r["test_images"] == 179
         assert r["accuracy"] > 40  # features of unseen digits are far better than chance (20%)
         assert r["probe"]["solver"].startswith("L-BFGS")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suite,layout,column", [
+    ("robustness_cpu", "robustness", "PGD 8/255"),
+    ("imbalance_cpu", "imbalance", "resnet20_tiny → resnet8_tiny · few"),
+    ("transfer_cpu", "transfer", "digits_0to4 → digits_5to9"),
+])
+def test_each_twin_prints_its_papers_table(twin, capsys, suite, layout, column):
+    results = twin(suite)
+    capsys.readouterr()
+    assert main(["table", "--results", str(results), "--format", "json"]) == 0
+    tables = json.loads(capsys.readouterr().out)
+    assert column in tables[0]["columns"]
+    values = [c["mean"] for c in tables[0]["cells"] if c["column"] == column]
+    assert len(values) == 4 and all(v is not None for v in values)

@@ -16,9 +16,20 @@ CELLS = [
 VALUES = {"teacher": 90.0, "kd0": 80.0, "kd1": 82.0, "teacher2": 50.0}
 
 
+class Results:
+    def __init__(self, values, evaluations=None):
+        self.values, self.stored, self.metric_label = values, evaluations or {}, "last-epoch top-1"
+
+    def accuracy(self, run_id):
+        return self.values.get(run_id)
+
+    def evaluations(self, run_id, name):
+        return self.stored.get((run_id, name), [])
+
+
 @pytest.fixture
 def tables():
-    return LAYOUTS.get("diverse")(CELLS, VALUES.get, "last-epoch top-1")
+    return LAYOUTS.get("diverse")(CELLS, Results(VALUES))
 
 
 def test_diverse_layout_counts_a_shared_teacher_once(tables):
@@ -31,9 +42,9 @@ def test_diverse_layout_counts_a_shared_teacher_once(tables):
 
 
 def test_unfinished_runs_are_noted_not_zero():
-    tables = LAYOUTS.get("diverse")(CELLS[:3], {"teacher": 90.0}.get, "m")
+    tables = LAYOUTS.get("diverse")(CELLS[:3], Results({"teacher": 90.0}))
     assert tables[0].cells["KD_1%", "t → s"] is None
-    assert "1 run(s) not finished yet" in tables[0].notes
+    assert "1 value(s) not available yet (run not finished or not evaluated)" in tables[0].notes
     assert "–" in FORMATS.get("github")(tables)
 
 
@@ -47,3 +58,38 @@ def test_csv_is_one_frame_for_all_tables(tables):
     rows = list(csv.DictReader(io.StringIO(FORMATS.get("csv")(tables))))
     assert len(rows) == 3 and {r["table"] for r in rows} == {"digits: top-1 accuracy (%)", "other: top-1 accuracy (%)"}
     assert rows[1]["mean"] == "81.0" and rows[1]["n"] == "2" and rows[1]["metric"] == "last-epoch top-1"
+
+
+def test_best_is_bold_per_column_ties_included_teacher_excluded():
+    cells = [Cell("d", "t", "s", row, 0, row) for row in ("Teacher", "A", "B", "C")]
+    values = {"Teacher": 99.0, "A": 80.0, "B": 82.0, "C": 82.0}
+    table = LAYOUTS.get("diverse")(cells, Results(values))[0]
+    assert table.best == {("B", "t → s"), ("C", "t → s")}
+    text = FORMATS.get("github")([table])
+    assert "**82.00**" in text and "**99.00**" not in text
+
+
+def test_n_is_shown_when_seeds_differ():
+    cells = [Cell("d", "t", "s", "A", 0, "a0"), Cell("d", "t", "s", "A", 1, "a1"), Cell("d", "t", "s", "B", 0, "b0")]
+    table = LAYOUTS.get("diverse")(cells, Results({"a0": 1.0, "a1": 3.0, "b0": 2.0}))[0]
+    assert table.show_n and "(n=2)" in FORMATS.get("markdown")([table])
+
+
+def test_robustness_layout_has_a_column_per_attack_and_eps():
+    stored = {("s0", "adversarial"): [{"settings": {"seed": 0}, "results": {
+        "clean_acc": 90.0, "num_examples": 100,
+        "results": [{"attack": "pgd", "eps_255": 8.0, "robust_acc": 10.0},
+                    {"attack": "fgsm", "eps_255": 2.0, "robust_acc": 50.0},
+                    {"attack": "pgd", "eps_255": 2.0, "robust_acc": 30.0}]}}]}
+    cells = [Cell("d", "t", "s", "KD", 0, "s0")]
+    table = LAYOUTS.get("robustness")(cells, Results({}, stored))[0]
+    assert table.columns == ["clean", "FGSM 2/255", "PGD 2/255", "PGD 8/255"]
+    assert table.cells["KD", "PGD 8/255"].mean == 10.0
+
+
+def test_json_format_is_data():
+    import json
+
+    data = json.loads(FORMATS.get("json")(LAYOUTS.get("diverse")(CELLS, Results(VALUES))))
+    assert data[0]["rows"] == ["Teacher", "KD_1%"] and data[0]["cells"][1]["mean"] == 81.0
+    assert data[0]["cells"][1]["best"] is False  # a single method: nothing to single out

@@ -11,6 +11,22 @@ from tekapbench.tables.base import LAYOUTS, Cell, Table
 METRICS = {"last": ("test_acc_last", "last-epoch top-1"), "best": ("test_acc_best", "best-epoch top-1")}
 
 
+class StoredResults:
+    """A suite's stored records and evaluations, as layouts read them (the latest finished attempt)."""
+
+    def __init__(self, store: ResultStore, metric: str):
+        self.store = store
+        self.key, self.metric_label = METRICS[metric]
+
+    def accuracy(self, run_id: str) -> float | None:
+        record = self.store.latest_record(run_id)
+        return None if record is None else record["metrics"].get(self.key)
+
+    def evaluations(self, run_id: str, name: str) -> list[dict]:
+        return [e for e in self.store.evaluations(run_id).values()
+                if e["evaluation"] == name and "skipped" not in e["results"]]
+
+
 def suites_in(results_root: Path) -> list[str]:
     return sorted(p.parent.name for p in Path(results_root).glob("*/plan.json"))
 
@@ -22,14 +38,8 @@ def suite_tables(results_root: Path, suite: str, *, metric: str = "last", layout
         plan = json.loads(plan_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UsageError(f"{plan_path}: cannot read the suite plan ({exc})") from None
-    key, label = METRICS[metric]
-
-    def value_of(run_id: str) -> float | None:
-        record = store.latest_record(run_id)
-        return None if record is None else record["metrics"].get(key)
-
     cells = [Cell(**c) for c in plan["cells"]]
-    tables = LAYOUTS.get(layout or plan["layout"])(cells, value_of, label)
+    tables = LAYOUTS.get(layout or plan["layout"])(cells, StoredResults(store, metric))
     for table in tables:
         table.title = f"{suite} · {table.title}"
     return tables

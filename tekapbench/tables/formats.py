@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Callable
 
 import pandas as pd
@@ -14,14 +15,20 @@ Renderer = Callable[[list[Table]], str]
 FORMATS: Registry[Renderer] = Registry("table format")
 
 
-def _plain(stat: Stat | None, pm: str = "±") -> str:
+def _plain(stat: Stat | None, pm: str = "±", show_n: bool = False) -> str:
     if stat is None:
         return "–"
-    return f"{stat.mean:.2f}" if stat.std is None else f"{stat.mean:.2f} {pm} {stat.std:.2f}"
+    text = f"{stat.mean:.2f}" if stat.std is None else f"{stat.mean:.2f} {pm} {stat.std:.2f}"
+    return f"{text} (n={stat.n})" if show_n else text
+
+
+def _cell(table: Table, row: str, column: str, bold: Callable[[str], str], pm: str = "±") -> str:
+    text = _plain(table.cells[row, column], pm, table.show_n)
+    return bold(text) if (row, column) in table.best else text
 
 
 def _text_table(table: Table, tablefmt: str) -> str:
-    body = [[row] + [_plain(table.cells[row, col]) for col in table.columns] for row in table.rows]
+    body = [[row] + [_cell(table, row, col, lambda t: f"**{t}**") for col in table.columns] for row in table.rows]
     text = tabulate(body, headers=["", *table.columns], tablefmt=tablefmt, disable_numparse=True)
     return "\n".join([f"**{table.title}**", "", text, "", *[f"_{n}_" for n in table.notes]])
 
@@ -56,7 +63,7 @@ def _latex_tabular(table: Table) -> str:
              r"\begin{tabular}{l" + "c" * len(table.columns) + "}", r"\toprule",
              " & ".join(["", *map(latex_escape, table.columns)]) + r" \\", r"\midrule"]
     for row in table.rows:
-        cells = [_plain(table.cells[row, col], pm=r"$\pm$") for col in table.columns]
+        cells = [_cell(table, row, col, lambda t: rf"\textbf{{{t}}}", pm=r"$\pm$") for col in table.columns]
         lines.append(" & ".join([latex_escape(row), *cells]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines)
@@ -65,9 +72,21 @@ def _latex_tabular(table: Table) -> str:
 @FORMATS.register("csv")
 def render_csv(tables: list[Table]) -> str:
     """One CSV for all tables, a line per cell."""
-    records = [{"table": table.title, "metric": table.metric, "row": row, "column": col,
-                "mean": s.mean if s else None, "std": s.std if s else None, "n": s.n if s else 0}
-               for table in tables for row in table.rows for col in table.columns for s in [table.cells[row, col]]]
+    records = _records(tables)
     buffer = io.StringIO()
-    pd.DataFrame.from_records(records, columns=["table", "metric", "row", "column", "mean", "std", "n"]).to_csv(buffer, index=False)
+    pd.DataFrame.from_records(records, columns=["table", "metric", "row", "column", "mean", "std", "n", "best"]).to_csv(buffer, index=False)
     return buffer.getvalue().rstrip("\n")
+
+
+def _records(tables: list[Table]) -> list[dict]:
+    return [{"table": table.title, "metric": table.metric, "row": row, "column": col,
+             "mean": s.mean if s else None, "std": s.std if s else None, "n": s.n if s else 0,
+             "best": (row, col) in table.best}
+            for table in tables for row in table.rows for col in table.columns for s in [table.cells[row, col]]]
+
+
+@FORMATS.register("json")
+def render_json(tables: list[Table]) -> str:
+    """The tables as data: title, rows, columns, notes and one entry per cell (null where missing)."""
+    return json.dumps([{"title": t.title, "metric": t.metric, "rows": t.rows, "columns": t.columns, "notes": t.notes,
+                        "cells": [r for r in _records([t])]} for t in tables], indent=2)

@@ -6,6 +6,7 @@ a term and feed it other views of the teacher, so no method is ever copied to ad
 """
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -51,7 +52,7 @@ class DistillContext:
         return int(self.train_labels.numel())
 
 
-class LossTerm(nn.Module):
+class LossTerm(nn.Module, metaclass=ABCMeta):
     """One distillation loss term. Subclasses set ``reads`` and implement ``forward``.
 
     ``primary`` is False when a modifier calls the term again on a synthetic view of the teacher:
@@ -61,10 +62,11 @@ class LossTerm(nn.Module):
     #: the ModelOutput fields of the teacher that the term reads; modifiers perturb only these
     reads: ClassVar[frozenset[str]] = frozenset()
 
+    @abstractmethod
     def forward(
         self, student: ModelOutput, teacher: ModelOutput, batch: Batch, epoch: int, *, primary: bool = True
     ) -> torch.Tensor:
-        raise NotImplementedError
+        """The term's unweighted loss (fp32 scalar) for this batch; ``epoch`` counts from 1."""
 
     def reseed(self, seed: int) -> None:
         """Reset any random generator the term owns (called by the trainer at each epoch start)."""

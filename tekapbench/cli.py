@@ -52,6 +52,11 @@ def _cmd_table(args: argparse.Namespace) -> int:
         LAYOUTS.get(args.layout)
     tables = [t for _, suite_tables in all_tables(Path(args.results), args.suite, metric=args.metric,
                                                    layout=args.layout) for t in suite_tables]
+    if args.compare == "paper":
+        from tekapbench.tables.paper import load_published, with_published
+
+        published = load_published(Path(args.paper))
+        tables = [with_published(t, published) for t in tables]
     print(render(tables))
     return 0
 
@@ -97,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--suite", help="only this suite (default: every suite with results)")
     table.add_argument("--format", default="github", help="github (default), markdown, latex, csv, json")
     table.add_argument("--layout", help="override the layout named by the suite")
+    table.add_argument("--compare", choices=["paper"],
+                       help="paper: published numbers (results/paper/published.csv) and the difference beside ours")
+    table.add_argument("--paper", default="results/paper", help="folder of published.csv (default: results/paper)")
     table.add_argument("--metric", choices=["last", "best"], default="last",
                        help="last-epoch (default, as CRD/TeKAP report) or best-epoch test accuracy")
     table.set_defaults(func=_cmd_table)

@@ -93,3 +93,33 @@ def test_json_format_is_data():
     data = json.loads(FORMATS.get("json")(LAYOUTS.get("diverse")(CELLS, Results(VALUES))))
     assert data[0]["rows"] == ["Teacher", "KD_1%"] and data[0]["cells"][1]["mean"] == 81.0
     assert data[0]["cells"][1]["best"] is False  # a single method: nothing to single out
+
+
+def test_compare_paper_puts_published_numbers_and_the_difference_beside_ours():
+    from pathlib import Path
+
+    from tekapbench.tables.paper import load_published, with_published
+
+    published = load_published(Path(__file__).parent.parent / "results" / "paper")
+    assert published["cifar100", "resnet32x4", "resnet8x4", "KD+TeKAP (L)", "top1"][0] == 74.79
+    assert published["cifar100", "vgg13", "MobileNetV2", "DKD", "top1"][0] == 69.71
+    cells = [Cell("cifar100", "resnet32x4", "resnet8x4", row, 0, row) for row in ("Teacher", "KD", "Mine")]
+    table = LAYOUTS.get("diverse")(cells, Results({"Teacher": 79.0, "KD": 73.0, "Mine": 80.0}))[0]
+    compared = with_published(table, published)
+    column = "resnet32x4 → resnet8x4"
+    assert compared.columns == [column, f"{column} · paper", f"{column} · Δ"]
+    assert compared.cells["KD", f"{column} · paper"].mean == 73.33
+    assert compared.cells["KD", f"{column} · Δ"].mean == pytest.approx(73.0 - 73.33)
+    assert compared.cells["Mine", f"{column} · paper"] is None  # nothing published for this row
+    assert any("REFERENCE.md section 3" in note for note in compared.notes)
+
+
+def test_compare_paper_without_the_data_exits_2(tmp_path, capsys):
+    import json
+
+    from tekapbench.cli import main
+
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "plan.json").write_text(json.dumps({"layout": "diverse", "cells": []}))
+    assert main(["table", "--results", str(tmp_path), "--compare", "paper", "--paper", str(tmp_path)]) == 2
+    assert "published.csv" in capsys.readouterr().err

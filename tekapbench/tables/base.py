@@ -34,6 +34,8 @@ class Table:
     metric: str = ""
     notes: list[str] = field(default_factory=list)
     best: set[tuple[str, str]] = field(default_factory=set)  # cells shown in bold
+    # column -> {dataset, teacher, student, metric}: what a column measured, to match published numbers
+    column_keys: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def show_n(self) -> bool:

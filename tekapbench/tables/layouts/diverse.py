@@ -14,6 +14,9 @@ def diverse_networks(cells: list[Cell], results: ResultsView) -> list[Table]:
         rows = list(dict.fromkeys(c.row for c in mine))
         columns = list(dict.fromkeys(c.column for c in mine))
         values, missing = grid(mine, rows, columns, lambda c: results.accuracy(c.run_id))
+        keys = {c.column: {"dataset": dataset, "teacher": c.teacher, "student": c.student, "metric": "top1"}
+                for c in mine}
         tables.append(Table(title=f"{dataset}: top-1 accuracy (%)", rows=rows, columns=columns, cells=values,
-                            metric=results.metric_label, notes=seed_note(results.metric_label, missing)).mark_best())
+                            metric=results.metric_label, notes=seed_note(results.metric_label, missing),
+                            column_keys=keys).mark_best())
     return tables

@@ -61,6 +61,33 @@ def _cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from tekapbench.atomic import atomic_path
+    from tekapbench.errors import UsageError
+    from tekapbench.plots import PLOTS
+    from tekapbench.tables.build import chosen_suites, suite_results
+
+    kinds = args.kind or PLOTS.names()
+    for kind in kinds:
+        PLOTS.get(kind)
+    written = 0
+    for suite in chosen_suites(Path(args.results), args.suite):
+        _, cells, results = suite_results(Path(args.results), suite)
+        out = Path(args.out) if args.out else Path(args.results) / suite / "plots"
+        for kind in kinds:
+            for name, figure in PLOTS.get(kind)(cells, results).items():
+                for ext in ("png", "pdf"):
+                    target = out / f"{name}.{ext}"
+                    with atomic_path(target) as tmp:
+                        figure.savefig(tmp, format=ext, dpi=150)
+                    print(target)
+                written += 1
+    if not written:
+        raise UsageError(f"nothing to plot under {args.results}/ for {', '.join(kinds)}: the plots need training "
+                         f"histories, adversarial or shot_groups evaluations")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from tekapbench.data import DATASETS
     from tekapbench.methods import METHODS
@@ -108,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--metric", choices=["last", "best"], default="last",
                        help="last-epoch (default, as CRD/TeKAP report) or best-epoch test accuracy")
     table.set_defaults(func=_cmd_table)
+
+    plot = sub.add_parser("plot", help="plot training curves, robustness vs eps, per-class accuracy (PNG and PDF)")
+    plot.add_argument("--results", default="results", help="results folder (default: results)")
+    plot.add_argument("--suite", help="only this suite (default: every suite with results)")
+    plot.add_argument("--kind", action="append", help="curves, robustness, long_tail (default: all); repeatable")
+    plot.add_argument("--out", help="folder for the files (default: results/<suite>/plots)")
+    plot.set_defaults(func=_cmd_plot)
 
     listing = sub.add_parser("list", help="list the registered models, datasets, methods, layouts and formats")
     listing.add_argument("kind", nargs="?", choices=["models", "datasets", "methods", "layouts", "formats"])

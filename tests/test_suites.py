@@ -88,3 +88,23 @@ def test_each_twin_prints_its_papers_table(twin, capsys, suite, layout, column):
     assert column in tables[0]["columns"]
     values = [c["mean"] for c in tables[0]["cells"] if c["column"] == column]
     assert len(values) == 4 and all(v is not None for v in values)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suite,kind,prefix", [
+    ("robustness_cpu", "robustness", "robustness_digits_resnet20_tiny-to-resnet8_tiny"),
+    ("imbalance_cpu", "long_tail", "long-tail_digits_lt_resnet20_tiny-to-resnet8_tiny"),
+    ("transfer_cpu", "curves", "curves_digits_0to4_resnet20_tiny-to-resnet8_tiny"),
+])
+def test_plots_are_written_as_png_and_pdf(twin, tmp_path, suite, kind, prefix):
+    out = tmp_path / "plots"
+    assert main(["plot", "--results", str(twin(suite)), "--kind", kind, "--out", str(out)]) == 0
+    png, pdf = out / f"{prefix}.png", out / f"{prefix}.pdf"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
+
+
+def test_plot_without_anything_to_plot_exits_2(tmp_path, capsys):
+    assert main(["plot", "--results", str(tmp_path)]) == 2
+    assert "no results" in capsys.readouterr().err
+    assert main(["plot", "--results", str(tmp_path), "--kind", "pie"]) == 2
+    assert "unknown plot 'pie'; allowed: curves, long_tail, robustness" in capsys.readouterr().err

@@ -18,8 +18,11 @@ class StoredResults:
         self.store = store
         self.key, self.metric_label = METRICS[metric]
 
+    def record(self, run_id: str) -> dict | None:
+        return self.store.latest_record(run_id)
+
     def accuracy(self, run_id: str) -> float | None:
-        record = self.store.latest_record(run_id)
+        record = self.record(run_id)
         return None if record is None else record["metrics"].get(self.key)
 
     def evaluations(self, run_id: str, name: str) -> list[dict]:
@@ -31,27 +34,37 @@ def suites_in(results_root: Path) -> list[str]:
     return sorted(p.parent.name for p in Path(results_root).glob("*/plan.json"))
 
 
-def suite_tables(results_root: Path, suite: str, *, metric: str = "last", layout: str | None = None) -> list[Table]:
+def suite_results(results_root: Path, suite: str, metric: str = "last") -> tuple[dict, list[Cell], StoredResults]:
+    """A suite's plan, its cells and a view of its stored results."""
     store = ResultStore(results_root, suite)
     plan_path = store.dir / "plan.json"
     try:
         plan = json.loads(plan_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UsageError(f"{plan_path}: cannot read the suite plan ({exc})") from None
-    cells = [Cell(**c) for c in plan["cells"]]
-    tables = LAYOUTS.get(layout or plan["layout"])(cells, StoredResults(store, metric))
+    return plan, [Cell(**c) for c in plan["cells"]], StoredResults(store, metric)
+
+
+def suite_tables(results_root: Path, suite: str, *, metric: str = "last", layout: str | None = None) -> list[Table]:
+    plan, cells, results = suite_results(results_root, suite, metric)
+    tables = LAYOUTS.get(layout or plan["layout"])(cells, results)
     for table in tables:
         table.title = f"{suite} · {table.title}"
     return tables
 
 
-def all_tables(results_root: Path, suite: str | None = None, *, metric: str = "last",
-               layout: str | None = None) -> list[tuple[str, list[Table]]]:
+def chosen_suites(results_root: Path, suite: str | None) -> list[str]:
+    """The suites with results under the folder, or the one asked for (an error if it has none)."""
     available = suites_in(results_root)
     if not available:
         raise UsageError(f"no results under {results_root}/: run `tekapbench run SUITE.toml` first")
     if suite is not None and suite not in available:
         raise UsageError(f"no results for suite {suite!r} under {results_root}/; suites with results: "
                          f"{', '.join(available)}")
+    return [suite] if suite else available
+
+
+def all_tables(results_root: Path, suite: str | None = None, *, metric: str = "last",
+               layout: str | None = None) -> list[tuple[str, list[Table]]]:
     return [(name, suite_tables(results_root, name, metric=metric, layout=layout))
-            for name in ([suite] if suite else available)]
+            for name in chosen_suites(results_root, suite)]

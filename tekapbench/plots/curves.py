@@ -1,0 +1,34 @@
+"""Training curves: train loss and test accuracy per epoch (from the records' history), mean over seeds."""
+from __future__ import annotations
+
+import statistics
+
+from matplotlib.figure import Figure
+
+from tekapbench.plots.base import PLOTS, groups, rows_of, slug
+
+
+@PLOTS.register("curves")
+def training_curves(cells, results) -> dict:
+    figures = {}
+    for (dataset, column), mine in groups(cells).items():
+        fig = Figure(figsize=(10, 4), layout="constrained")
+        loss_ax, acc_ax = fig.subplots(1, 2)
+        drawn = False
+        for row in rows_of(mine):
+            histories = [r["history"] for c in {c.run_id: c for c in mine if c.row == row}.values()
+                         if (r := results.record(c.run_id)) and r["history"]]
+            if not histories:
+                continue
+            epochs = min(len(h) for h in histories)
+            x = [histories[0][i]["epoch"] for i in range(epochs)]
+            for ax, key in ((loss_ax, "train_loss"), (acc_ax, "test_acc")):
+                ax.plot(x, [statistics.fmean(h[i][key] for h in histories) for i in range(epochs)], label=row)
+            drawn = True
+        if drawn:
+            loss_ax.set(xlabel="epoch", ylabel="train loss (weighted sum of terms)", yscale="log")
+            acc_ax.set(xlabel="epoch", ylabel="test top-1 (%)")
+            acc_ax.legend()
+            fig.suptitle(f"{dataset}: {column}")
+            figures[slug("curves", dataset, column)] = fig
+    return figures

@@ -52,6 +52,10 @@ def _cmd_table(args: argparse.Namespace) -> int:
         LAYOUTS.get(args.layout)
     tables = [t for _, suite_tables in all_tables(Path(args.results), args.suite, metric=args.metric,
                                                    layout=args.layout) for t in suite_tables]
+    if args.delta:
+        from tekapbench.tables.base import with_delta
+
+        tables = [with_delta(t, args.delta) for t in tables]
     if args.compare == "paper":
         from tekapbench.tables.paper import load_published, with_published
 
@@ -131,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--layout", help="override the layout named by the suite")
     table.add_argument("--compare", choices=["paper"],
                        help="paper: published numbers (results/paper/published.csv) and the difference beside ours")
+    table.add_argument("--delta", metavar="ROW", help="add, after each column, the difference to this row (e.g. KD)")
     table.add_argument("--paper", default="results/paper", help="folder of published.csv (default: results/paper)")
     table.add_argument("--metric", choices=["last", "best"], default="last",
                        help="last-epoch (default, as CRD/TeKAP report) or best-epoch test accuracy")

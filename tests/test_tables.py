@@ -123,3 +123,58 @@ def test_compare_paper_without_the_data_exits_2(tmp_path, capsys):
     (tmp_path / "s" / "plan.json").write_text(json.dumps({"layout": "diverse", "cells": []}))
     assert main(["table", "--results", str(tmp_path), "--compare", "paper", "--paper", str(tmp_path)]) == 2
     assert "published.csv" in capsys.readouterr().err
+
+
+def test_sota_layout_puts_each_base_beside_its_tekap_variant_and_marks_improvements():
+    rows = {"Teacher": 79.0, "Student": 72.0, "DKD": 76.3, "DKD+TeKAP": 76.6, "MLKD": 77.1, "MLKD+TeKAP": 77.0}
+    cells = [Cell("cifar100", "t", "s", row, 0, row) for row in rows]
+    table = LAYOUTS.get("sota")(cells, Results(rows))[0]
+    assert table.rows == ["Teacher", "Student", "DKD", "MLKD"]
+    assert table.columns == ["t → s · base", "t → s · +TeKAP"]
+    assert table.cells["DKD", "t → s · +TeKAP"].mean == 76.6
+    assert table.marks == {("DKD", "t → s · +TeKAP")}  # MLKD+TeKAP did not improve
+    assert "76.60 ✓" in FORMATS.get("github")([table]) and r"$\checkmark$" in FORMATS.get("latex")([table])
+
+
+def test_delta_column_and_imagenet_errors():
+    from tekapbench.tables.base import with_delta
+
+    table = with_delta(LAYOUTS.get("diverse")(CELLS, Results(VALUES))[0], "Teacher")
+    assert table.columns == ["t → s", "t → s · Δ vs Teacher"]
+    assert table.cells["KD_1%", "t → s · Δ vs Teacher"].mean == pytest.approx(81.0 - 90.0)
+    assert table.cells["Teacher", "t → s · Δ vs Teacher"] is None
+
+    class Records(Results):
+        def record(self, run_id):
+            return {"metrics": {"test_acc_last": self.values[run_id], "test_top5_last": 95.0}}
+
+    cells = [Cell("imagenet", "ResNet34", "ResNet18", row, 0, row) for row in ("Teacher", "KD", "KD+TeKAP (L)")]
+    errors = LAYOUTS.get("imagenet")(cells, Records({"Teacher": 73.3, "KD": 70.4, "KD+TeKAP (L)": 70.7}))[0]
+    assert errors.cells["KD", "Top-1 error"].mean == pytest.approx(29.6)
+    assert errors.best == {("KD+TeKAP (L)", "Top-1 error"), ("KD", "Top-5 error"), ("KD+TeKAP (L)", "Top-5 error")}
+
+
+def test_latex_table_compiles_when_a_tex_engine_is_installed(tmp_path):
+    import shutil
+    import subprocess
+
+    text = FORMATS.get("latex")(LAYOUTS.get("diverse")(CELLS, Results(VALUES)))
+    assert text.count(r"\\") == 5 and text.count(r"\begin{tabular}{lc}") == 2  # two datasets: 3 + 2 lines
+    engine = shutil.which("pdflatex")
+    if engine is None:
+        return  # no TeX here: the text checks above are what can be checked
+    (tmp_path / "t.tex").write_text("\\documentclass{article}\\usepackage{booktabs,amssymb}\\begin{document}\n"
+                                    + text + "\n\\end{document}\n")
+    done = subprocess.run([engine, "-interaction=nonstopmode", "t.tex"], cwd=tmp_path, capture_output=True)
+    assert done.returncode == 0, done.stdout.decode()[-2000:]
+
+
+def test_a_results_folder_of_another_suite_is_refused(tmp_path, capsys):
+    import json
+
+    from tekapbench.cli import main
+
+    (tmp_path / "renamed").mkdir()
+    (tmp_path / "renamed" / "plan.json").write_text(json.dumps({"suite": "smoke", "layout": "diverse", "cells": []}))
+    assert main(["table", "--results", str(tmp_path)]) == 2
+    assert "belongs to suite 'smoke', not 'renamed'" in capsys.readouterr().err

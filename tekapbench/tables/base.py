@@ -34,6 +34,7 @@ class Table:
     metric: str = ""
     notes: list[str] = field(default_factory=list)
     best: set[tuple[str, str]] = field(default_factory=set)  # cells shown in bold
+    marks: set[tuple[str, str]] = field(default_factory=set)  # cells marked ✓ (e.g. TeKAP improves its base)
     # column -> {dataset, teacher, student, metric}: what a column measured, to match published numbers
     column_keys: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -69,10 +70,30 @@ class Cell:
         return f"{self.teacher} → {self.student}"
 
 
+def with_delta(table: Table, base_row: str) -> Table:
+    """The table with a 'Δ vs <base_row>' column after each column: each row's mean minus the base row's."""
+    if base_row not in table.rows:
+        from tekapbench.errors import UsageError
+
+        raise UsageError(f"--delta {base_row!r}: no such row in {table.title!r}; rows: {', '.join(table.rows)}")
+    columns, cells = [], dict(table.cells)
+    for column in table.columns:
+        delta = f"{column} · Δ vs {base_row}"
+        columns += [column, delta]
+        base = table.cells[base_row, column]
+        for row in table.rows:
+            ours = table.cells[row, column]
+            cells[row, delta] = Stat(ours.mean - base.mean, None, ours.n) if ours and base and row != base_row else None
+    return Table(table.title, table.rows, columns, cells, table.metric, table.notes, table.best, table.marks,
+                 table.column_keys)
+
+
 class ResultsView(Protocol):
     """What a layout reads: the chosen test accuracy of a run, and its stored evaluations."""
 
     metric_label: str
+
+    def record(self, run_id: str) -> dict | None: ...
 
     def accuracy(self, run_id: str) -> float | None: ...
 

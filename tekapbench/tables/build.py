@@ -42,6 +42,9 @@ def suite_results(results_root: Path, suite: str, metric: str = "last") -> tuple
         plan = json.loads(plan_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UsageError(f"{plan_path}: cannot read the suite plan ({exc})") from None
+    if plan.get("suite", suite) != suite:
+        raise UsageError(f"{plan_path} belongs to suite {plan['suite']!r}, not {suite!r}: the folder was copied "
+                         f"or renamed; move it back to {store.root / plan['suite']}")
     return plan, [Cell(**c) for c in plan["cells"]], StoredResults(store, metric)
 
 

@@ -22,9 +22,10 @@ def _plain(stat: Stat | None, pm: str = "±", show_n: bool = False) -> str:
     return f"{text} (n={stat.n})" if show_n else text
 
 
-def _cell(table: Table, row: str, column: str, bold: Callable[[str], str], pm: str = "±") -> str:
+def _cell(table: Table, row: str, column: str, bold: Callable[[str], str], pm: str = "±", check: str = "✓") -> str:
     text = _plain(table.cells[row, column], pm, table.show_n)
-    return bold(text) if (row, column) in table.best else text
+    text = bold(text) if (row, column) in table.best else text
+    return f"{text} {check}" if (row, column) in table.marks else text
 
 
 def _text_table(table: Table, tablefmt: str) -> str:
@@ -54,7 +55,7 @@ def latex_escape(text: str) -> str:
 
 @FORMATS.register("latex")
 def render_latex(tables: list[Table]) -> str:
-    """Booktabs tabulars, ready to paste into a paper (needs \\usepackage{booktabs})."""
+    """Booktabs tabulars, ready to paste into a paper (needs \\usepackage{booktabs}; amssymb for the ✓)."""
     return "\n\n".join(map(_latex_tabular, tables))
 
 
@@ -63,7 +64,8 @@ def _latex_tabular(table: Table) -> str:
              r"\begin{tabular}{l" + "c" * len(table.columns) + "}", r"\toprule",
              " & ".join(["", *map(latex_escape, table.columns)]) + r" \\", r"\midrule"]
     for row in table.rows:
-        cells = [_cell(table, row, col, lambda t: rf"\textbf{{{t}}}", pm=r"$\pm$") for col in table.columns]
+        cells = [_cell(table, row, col, lambda t: rf"\textbf{{{t}}}", pm=r"$\pm$", check=r"$\checkmark$")
+                 for col in table.columns]
         lines.append(" & ".join([latex_escape(row), *cells]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines)
@@ -74,14 +76,14 @@ def render_csv(tables: list[Table]) -> str:
     """One CSV for all tables, a line per cell."""
     records = _records(tables)
     buffer = io.StringIO()
-    pd.DataFrame.from_records(records, columns=["table", "metric", "row", "column", "mean", "std", "n", "best"]).to_csv(buffer, index=False)
+    pd.DataFrame.from_records(records, columns=["table", "metric", "row", "column", "mean", "std", "n", "best", "mark"]).to_csv(buffer, index=False)
     return buffer.getvalue().rstrip("\n")
 
 
 def _records(tables: list[Table]) -> list[dict]:
     return [{"table": table.title, "metric": table.metric, "row": row, "column": col,
              "mean": s.mean if s else None, "std": s.std if s else None, "n": s.n if s else 0,
-             "best": (row, col) in table.best}
+             "best": (row, col) in table.best, "mark": (row, col) in table.marks}
             for table in tables for row in table.rows for col in table.columns for s in [table.cells[row, col]]]
 
 

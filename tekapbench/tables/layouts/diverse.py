@@ -6,6 +6,7 @@ from tekapbench.tables.base import LAYOUTS, Cell, ResultsView, Table, grid, seed
 
 
 @LAYOUTS.register("diverse")
+@LAYOUTS.register("teacher_assistant")  # the seed's TA table has the same shape, with TAKD/DGKD/... rows
 def diverse_networks(cells: list[Cell], results: ResultsView) -> list[Table]:
     """Rows Teacher, Student and each method; one column per teacher->student pair (the seed's tables)."""
     tables = []

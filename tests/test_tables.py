@@ -178,3 +178,17 @@ def test_a_results_folder_of_another_suite_is_refused(tmp_path, capsys):
     (tmp_path / "renamed" / "plan.json").write_text(json.dumps({"suite": "smoke", "layout": "diverse", "cells": []}))
     assert main(["table", "--results", str(tmp_path)]) == 2
     assert "belongs to suite 'smoke', not 'renamed'" in capsys.readouterr().err
+
+
+def test_compare_paper_on_the_sota_layout_reads_the_tekap_rows():
+    from pathlib import Path
+
+    from tekapbench.tables.paper import load_published, with_published
+
+    rows = {"DKD": 76.0, "DKD+TeKAP": 76.5}
+    cells = [Cell("cifar100", "resnet32x4", "resnet8x4", row, 0, row) for row in rows]
+    table = with_published(LAYOUTS.get("sota")(cells, Results(rows))[0],
+                           load_published(Path(__file__).parent.parent / "results" / "paper"))
+    column = "resnet32x4 → resnet8x4"
+    assert table.cells["DKD", f"{column} · base · paper"].mean == 76.32
+    assert table.cells["DKD", f"{column} · +TeKAP · paper"].mean == 76.59

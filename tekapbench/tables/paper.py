@@ -33,10 +33,16 @@ def with_published(table: Table, published: dict[Key, tuple[float, str]]) -> Tab
         return replace(table, notes=[*table.notes, "no published numbers are matched for this layout"])
     columns, cells, sources = [], dict(table.cells), set()
     for column in table.columns:
-        key = table.column_keys[column]
+        key = table.column_keys.get(column)
+        if key is None:
+            columns.append(column)
+            continue
         columns += [column, f"{column} · paper", f"{column} · Δ"]
         for row in table.rows:
-            found = published.get((key["dataset"], key["teacher"], key["student"], row, key["metric"]))
+            label = key.get("rows", {}).get(row, row)  # e.g. the +TeKAP column of the sota layout
+            found = (published.get((key["dataset"], key["teacher"], key["student"], label, key["metric"]))
+                     # a source that does not state the pair (e.g. the seed's transfer table)
+                     or published.get((key["dataset"], "", "", label, key["metric"])))
             ours = table.cells[row, column]
             cells[row, f"{column} · paper"] = Stat(found[0], None, 1) if found else None
             cells[row, f"{column} · Δ"] = Stat(ours.mean - found[0], None, ours.n) if found and ours else None

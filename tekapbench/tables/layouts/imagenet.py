@@ -19,7 +19,10 @@ def imagenet(cells: list[Cell], results: ResultsView) -> list[Table]:
     for (dataset, pair), mine in by_dataset_and_pair(cells).items():
         rows = list(dict.fromkeys(c.row for c in mine))
         values, missing = grid_by_column(mine, rows, list(ERRORS), error)
+        keys = {column: {"dataset": dataset, "teacher": mine[0].teacher, "student": mine[0].student,
+                         "metric": metric} for column, metric in zip(ERRORS, ("top1_error", "top5_error"))}
         tables.append(Table(title=f"{dataset} {pair}: error (%)", rows=rows, columns=list(ERRORS), cells=values,
+                            column_keys=keys,
                             metric="top-1/top-5 error, last epoch",
                             notes=seed_note("error = 100 - accuracy, last epoch", missing)).mark_best(higher_is_better=False))
     return tables

@@ -35,8 +35,13 @@ def sota(cells: list[Cell], results: ResultsView) -> list[Table]:
                 cells_out[row, f"{pair} · +TeKAP"] = tekap
                 if base and tekap and tekap.mean > base.mean:
                     marks.add((row, f"{pair} · +TeKAP"))
+        pair_of = {c.column: c for c in mine}
+        keys = {f"{pair} · {side}": {"dataset": dataset, "teacher": pair_of[pair].teacher,
+                                     "student": pair_of[pair].student, "metric": "top1",
+                                     "rows": variants if side == "+TeKAP" else {}}
+                for pair in pairs for side in ("base", "+TeKAP")}
         tables.append(Table(title=f"{dataset}: comparison with state-of-the-art methods, top-1 (%)",
                             rows=references + list(variants), columns=columns, cells=cells_out,
-                            metric=results.metric_label, marks=marks,
+                            metric=results.metric_label, marks=marks, column_keys=keys,
                             notes=seed_note(results.metric_label, missing) + ["✓: TeKAP improves its base method"]))
     return tables

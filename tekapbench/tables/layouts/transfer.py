@@ -12,13 +12,16 @@ def transfer(cells: list[Cell], results: ResultsView) -> list[Table]:
     for (dataset, pair), mine in by_dataset_and_pair(cells).items():
         rows = list(dict.fromkeys(c.row for c in mine))
         found: dict[str, dict[str, float]] = {}
+        keys: dict[str, dict] = {}
         for cell in mine:
             for stored in results.evaluations(cell.run_id, "transfer"):
-                found.setdefault(cell.run_id, {})[f"{dataset} → {stored['results']['dataset']}"] = \
-                    stored["results"]["accuracy"]
+                target = stored["results"]["dataset"]
+                found.setdefault(cell.run_id, {})[f"{dataset} → {target}"] = stored["results"]["accuracy"]
+                keys[f"{dataset} → {target}"] = {"dataset": dataset, "teacher": cell.teacher, "student": cell.student,
+                                                  "metric": f"probe_top1_{target}"}
         columns = sorted({k for v in found.values() for k in v})
         values, missing = grid_by_column(mine, rows, columns, lambda c, column: found.get(c.run_id, {}).get(column))
         tables.append(Table(title=f"{pair}: linear-probe transfer, top-1 accuracy (%)", rows=rows, columns=columns,
-                            cells=values, metric="probe top-1",
+                            cells=values, metric="probe top-1", column_keys=keys,
                             notes=seed_note("frozen pooled features, L-BFGS logistic regression", missing)).mark_best())
     return tables

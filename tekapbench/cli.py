@@ -128,9 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress and no table")
     run.set_defaults(func=_cmd_run)
 
+    def results_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--results", default="results", help="results folder (default: results)")
+        command.add_argument("--suite", help="only this suite (default: every suite with results)")
+
     table = sub.add_parser("table", help="print paper-style tables of the results")
-    table.add_argument("--results", default="results", help="results folder (default: results)")
-    table.add_argument("--suite", help="only this suite (default: every suite with results)")
+    results_options(table)
     table.add_argument("--format", default="github", help="github (default), markdown, latex, csv, json")
     table.add_argument("--layout", help="override the layout named by the suite")
     table.add_argument("--compare", choices=["paper"],
@@ -142,8 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     table.set_defaults(func=_cmd_table)
 
     plot = sub.add_parser("plot", help="plot training curves, robustness vs eps, per-class accuracy (PNG and PDF)")
-    plot.add_argument("--results", default="results", help="results folder (default: results)")
-    plot.add_argument("--suite", help="only this suite (default: every suite with results)")
+    results_options(plot)
     plot.add_argument("--kind", action="append", help="curves, robustness, long_tail (default: all); repeatable")
     plot.add_argument("--out", help="folder for the files (default: results/<suite>/plots)")
     plot.set_defaults(func=_cmd_plot)

@@ -94,7 +94,9 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from tekapbench.data import DATASETS
+    from tekapbench.evaluations import EVALUATIONS
     from tekapbench.methods import METHODS
+    from tekapbench.plots import PLOTS
     from tekapbench.models import MODELS, create_model
     from tekapbench.tables import FORMATS, LAYOUTS
 
@@ -105,8 +107,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         entry = registries[kind].get(name)
         return getattr(entry, "description", "") or (getattr(entry, "__doc__", "") or "").strip().split("\n")[0]
 
-    registries = {"models": MODELS, "datasets": DATASETS, "methods": METHODS, "layouts": LAYOUTS,
-                  "formats": FORMATS}
+    registries = {"models": MODELS, "datasets": DATASETS, "methods": METHODS, "evaluations": EVALUATIONS,
+                  "layouts": LAYOUTS, "formats": FORMATS, "plots": PLOTS}
     for kind in [args.kind] if args.kind else registries:
         print(f"{kind}:")
         for name in registries[kind].names():
@@ -150,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", help="folder for the files (default: results/<suite>/plots)")
     plot.set_defaults(func=_cmd_plot)
 
-    listing = sub.add_parser("list", help="list the registered models, datasets, methods, layouts and formats")
-    listing.add_argument("kind", nargs="?", choices=["models", "datasets", "methods", "layouts", "formats"])
+    listing = sub.add_parser("list", help="list what is registered: models, datasets, methods, evaluations, ...")
+    listing.add_argument("kind", nargs="?",
+                         choices=["models", "datasets", "methods", "evaluations", "layouts", "formats", "plots"])
     listing.set_defaults(func=_cmd_list)
     return parser
 

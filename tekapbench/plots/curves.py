@@ -10,6 +10,7 @@ from tekapbench.plots.base import PLOTS, groups, rows_of, slug
 
 @PLOTS.register("curves")
 def training_curves(cells, results) -> dict:
+    """Train loss and test top-1 per epoch, one line per method (mean over seeds)."""
     figures = {}
     for (dataset, column), mine in groups(cells).items():
         fig = Figure(figsize=(10, 4), layout="constrained")

@@ -8,6 +8,7 @@ from tekapbench.plots.base import PLOTS, groups, rows_of, slug
 
 @PLOTS.register("long_tail")
 def per_class_accuracy_vs_class_size(cells, results) -> dict:
+    """Per-class test top-1 against the class's number of training images."""
     figures = {}
     for (dataset, column), mine in groups(cells).items():
         fig = Figure(figsize=(6, 4), layout="constrained")

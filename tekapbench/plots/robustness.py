@@ -10,6 +10,7 @@ from tekapbench.plots.base import PLOTS, groups, rows_of, slug
 
 @PLOTS.register("robustness")
 def robust_accuracy_vs_eps(cells, results) -> dict:
+    """Robust top-1 against eps, one line per method, one panel per attack."""
     figures = {}
     for (dataset, column), mine in groups(cells).items():
         points: dict[str, dict[str, dict[float, list[float]]]] = {}  # attack -> row -> eps -> values

@@ -1,7 +1,6 @@
 """FitNet (Romero et al., 2015): regress a student stage feature onto the teacher's (hint), MSE."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Protocol
 
 from tekapbench.registry import Registry
@@ -84,8 +84,7 @@ def with_delta(table: Table, base_row: str) -> Table:
         for row in table.rows:
             ours = table.cells[row, column]
             cells[row, delta] = Stat(ours.mean - base.mean, None, ours.n) if ours and base and row != base_row else None
-    return Table(table.title, table.rows, columns, cells, table.metric, table.notes, table.best, table.marks,
-                 table.column_keys)
+    return replace(table, columns=columns, cells=cells)
 
 
 class ResultsView(Protocol):

@@ -14,7 +14,7 @@ import torch
 import torchattacks
 from pydantic import Field, model_validator
 
-from tekapbench.evaluations.base import EvalContext, EvalParams, NormalizedLogits, percent, register_evaluation
+from tekapbench.evaluations.base import EvalContext, EvalParams, NormalizedLogits, percent, Score, register_evaluation
 from tekapbench.registry import Registry
 from tekapbench.seeding import derive_seed
 
@@ -114,7 +114,13 @@ def attack_rows(model: NormalizedLogits, images: torch.Tensor, labels: torch.Ten
     return percent(clean_hits), rows
 
 
-@register_evaluation("adversarial", params=AdversarialParams)
+def _scores(results: dict) -> dict[str, Score]:
+    scores = {"clean": Score(results["clean_acc"])}
+    scores.update({f"{row['attack']}@{row['eps_255']:g}/255": Score(row["robust_acc"]) for row in results["results"]})
+    return scores
+
+
+@register_evaluation("adversarial", params=AdversarialParams, scores=_scores)
 def adversarial(ctx: EvalContext, params: AdversarialParams) -> dict:
     """Robust accuracy and attack success rate under FGSM, PGD and AutoAttack (L-inf eps sweep)."""
     subset = evaluation_subset(len(ctx.data.test_labels), params.num_examples, params.seed)

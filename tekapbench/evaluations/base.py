@@ -105,23 +105,43 @@ Evaluate = Callable[[EvalContext, Any], dict[str, Any]]
 
 
 @dataclass(frozen=True)
+class Score:
+    """One headline number of an evaluation's results, with what "better" means and the drop a regression
+    gate tolerates by default (``tekapbench check``; a baseline file may set its own)."""
+
+    value: float
+    higher_is_better: bool = True
+    tolerance: float = 1.0  # absolute, in the score's unit (percentage points for accuracies)
+
+
+Scores = Callable[[dict[str, Any]], dict[str, Score]]
+
+
+def no_scores(results: dict[str, Any]) -> dict[str, Score]:
+    return {}
+
+
+@dataclass(frozen=True)
 class EvaluationEntry:
     name: str
     evaluate: Evaluate
     params: type[EvalParams]
     version: int = 1  # bumped when what an evaluation measures changes: older stored results then no longer count
     description: str = ""
+    scores: Scores = no_scores  # the headline numbers of a stored result, for regression gates
 
 
 EVALUATIONS: Registry[EvaluationEntry] = Registry("evaluation")
 
 
-def register_evaluation(name: str, *, params: type[EvalParams] = NoEvalParams, version: int = 1):
-    """``@register_evaluation("calibration", params=CalibrationParams)`` on ``f(ctx, params) -> results``."""
+def register_evaluation(name: str, *, params: type[EvalParams] = NoEvalParams, version: int = 1,
+                        scores: Scores = no_scores):
+    """``@register_evaluation("calibration", params=CalibrationParams, scores=...)`` on
+    ``f(ctx, params) -> results``; ``scores(results)`` names the numbers a regression gate compares."""
 
     def decorator(fn: Evaluate) -> Evaluate:
         doc = (fn.__doc__ or "").strip().splitlines()
-        EVALUATIONS.register(name)(EvaluationEntry(name, fn, params, version, doc[0] if doc else ""))
+        EVALUATIONS.register(name)(EvaluationEntry(name, fn, params, version, doc[0] if doc else "", scores))
         return fn
 
     return decorator

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from tekapbench.evaluations.base import EvalContext, EvalParams, accuracy, register_evaluation
+from tekapbench.evaluations.base import EvalContext, EvalParams, accuracy, Score, register_evaluation
 
 
 class CalibrationParams(EvalParams):
@@ -27,7 +27,12 @@ def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, bins:
     return 100.0 * ece.item()
 
 
-@register_evaluation("calibration", params=CalibrationParams)
+def _scores(results: dict) -> dict[str, Score]:
+    return {"ece": Score(results["ece"], higher_is_better=False),
+            "nll": Score(results["nll"], higher_is_better=False, tolerance=0.05)}
+
+
+@register_evaluation("calibration", params=CalibrationParams, scores=_scores)
 def calibration(ctx: EvalContext, params: CalibrationParams) -> dict:
     """ECE (equal-width bins, %) and NLL of the test-set predictions."""
     logits, labels = ctx.test_logits(), ctx.test_labels

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 from tekapbench.data.cifar100c import CORRUPTIONS, available_corruptions, load_cifar100c
 from tekapbench.data._files import CorruptDataError
 from tekapbench.errors import DataNotFoundError
-from tekapbench.evaluations.base import EvalContext, EvalParams, Skip, accuracy, register_evaluation
+from tekapbench.evaluations.base import EvalContext, EvalParams, Skip, accuracy, Score, register_evaluation
 from tekapbench.registry import Registry
 from tekapbench.seeding import derive_seed
 
@@ -73,7 +73,11 @@ def _uint8(x: torch.Tensor) -> torch.Tensor:
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-@register_evaluation("corruptions", params=CorruptionParams)
+def _scores(results: dict) -> dict[str, Score]:
+    return {f"mean ({results['source']})": Score(results["mean_corruption_accuracy"])}
+
+
+@register_evaluation("corruptions", params=CorruptionParams, scores=_scores)
 def corruptions(ctx: EvalContext, params: CorruptionParams) -> dict:
     """Mean accuracy (%) over corruptions x severities, and per corruption and severity."""
     if params.source == "files":

@@ -4,14 +4,19 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from tekapbench.evaluations.base import EvalContext, EvalParams, percent, register_evaluation
+from tekapbench.evaluations.base import EvalContext, EvalParams, percent, Score, register_evaluation
 
 
 class FidelityParams(EvalParams):
     temperature: float = Field(1.0, gt=0, description="softmax temperature of the KL divergence")
 
 
-@register_evaluation("fidelity", params=FidelityParams)
+def _scores(results: dict) -> dict[str, Score]:
+    return {"top1_agreement": Score(results["top1_agreement"]),
+            "kl_teacher_student": Score(results["kl_teacher_student"], higher_is_better=False, tolerance=0.05)}
+
+
+@register_evaluation("fidelity", params=FidelityParams, scores=_scores)
 def fidelity(ctx: EvalContext, params: FidelityParams) -> dict:
     """Top-1 agreement with the teacher (%) and KL(teacher || student) on the test set."""
     student, teacher = ctx.test_logits(), ctx.test_logits(teacher=True)

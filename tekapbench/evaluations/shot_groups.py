@@ -6,7 +6,7 @@ import math
 import torch
 from pydantic import Field
 
-from tekapbench.evaluations.base import EvalContext, EvalParams, accuracy, percent, register_evaluation
+from tekapbench.evaluations.base import EvalContext, EvalParams, accuracy, percent, Score, register_evaluation
 
 
 class ShotGroupParams(EvalParams):
@@ -14,7 +14,12 @@ class ShotGroupParams(EvalParams):
     few_below: int = Field(20, ge=0, description="'few-shot': fewer than this many training images")
 
 
-@register_evaluation("shot_groups", params=ShotGroupParams)
+def _scores(results: dict) -> dict[str, Score]:
+    names = ["accuracy", "many_shot", "medium_shot", "few_shot"]
+    return {name: Score(results[name]) for name in names if not math.isnan(results[name])}  # an empty group: none
+
+
+@register_evaluation("shot_groups", params=ShotGroupParams, scores=_scores)
 def shot_groups(ctx: EvalContext, params: ShotGroupParams) -> dict:
     """Overall, many-, medium- and few-shot accuracy (%) and per-class accuracy; an empty group is NaN."""
     logits, labels = ctx.test_logits(), ctx.test_labels

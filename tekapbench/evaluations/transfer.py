@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pydantic import AfterValidator, Field
 
 from tekapbench.data.base import DATASETS
-from tekapbench.evaluations.base import EvalContext, EvalParams, accuracy, register_evaluation
+from tekapbench.evaluations.base import EvalContext, EvalParams, accuracy, Score, register_evaluation
 
 
 def _known_dataset(name: str) -> str:
@@ -55,7 +55,11 @@ def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: 
                           "final_loss": final_loss.item()}
 
 
-@register_evaluation("transfer", params=TransferParams)
+def _scores(results: dict) -> dict[str, Score]:
+    return {results["dataset"]: Score(results["accuracy"])}
+
+
+@register_evaluation("transfer", params=TransferParams, scores=_scores)
 def transfer(ctx: EvalContext, params: TransferParams) -> dict:
     """Linear-probe accuracy (%) on another dataset from the frozen pooled features."""
     target = ctx.dataset(params.dataset)

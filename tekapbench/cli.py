@@ -15,12 +15,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tekapbench.progress import Progress
     from tekapbench.suite.plan import plan_suite
 
+    if args.threads is not None and args.threads < 1:
+        from tekapbench.errors import UsageError
+
+        raise UsageError(f"--threads {args.threads}: give a positive number of threads")
     plan = plan_suite(args.suite)
     for note in plan.notes:
         print(f"note: {plan.source}: {note}", file=sys.stderr)
     device = pick_device(args.device)
     runner = SuiteRunner(plan, results_root=args.results, device=device, force=args.force,
-                         progress=Progress(quiet=args.quiet))
+                         progress=Progress(quiet=args.quiet), threads=args.threads)
     if args.dry_run:
         pending = set(runner.pending())
         evaluations = sum(map(len, runner.pending_evaluations(pending).values()))
@@ -92,6 +96,59 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from tekapbench.errors import UsageError
+    from tekapbench import regression as gates
+
+    if args.baseline is None and args.benchmarks is None:
+        raise UsageError("nothing to check: give --baseline FILE (results against a baseline) and/or "
+                         "--benchmarks FILE (speed ratios of a pytest-benchmark JSON file)")
+    if args.update and args.baseline is None:
+        raise UsageError("--update writes the file named by --baseline; give --baseline FILE")
+    rules = [gates.parse_cli_rule(text) for text in args.tolerance]
+    failed = False
+    if args.baseline is not None:
+        suites = [args.suite] if args.suite else None
+        if args.update:
+            from tekapbench.tables.build import chosen_suites
+
+            suites = chosen_suites(Path(args.results), args.suite)  # an error when there is nothing to write
+        measured = gates.measure(args.results, suites)
+        for note in measured.notes:
+            print(f"note: {note}", file=sys.stderr)
+        if args.update:
+            if measured.unfinished:
+                what = ", ".join(f"{suite} ({n})" for suite, n in measured.unfinished.items())
+                raise UsageError(f"{args.results}/: runs or evaluations not finished in {what}; finish them with "
+                                 f"`tekapbench run SUITE.toml` before writing a baseline from them")
+            previous = gates.read_baseline(args.baseline) if args.baseline.exists() else None
+            written = gates.write_baseline(args.baseline, measured, keep=previous,
+                                           suites=[args.suite] if args.suite else None)
+            metrics = sum(map(len, written.groups.values()))
+            print(f"wrote {args.baseline}: {metrics} metric(s) in {len(written.groups)} group(s) of "
+                  f"{', '.join(written.suites())}" + (", tolerance rules kept" if previous and previous.rules else ""))
+            return 0
+        baseline = gates.read_baseline(args.baseline)
+        for note in gates.environment_notes(baseline, measured):
+            print(f"note: {note}", file=sys.stderr)
+        for suite, n in measured.unfinished.items():
+            print(f"note: {suite}: {n} run(s) or evaluation(s) not finished; their numbers count as missing",
+                  file=sys.stderr)
+        verdicts = gates.compare(baseline, measured, suites=suites, extra_rules=rules)
+        print(f"results {args.results}/ against {args.baseline}:")
+        print(gates.render(verdicts, show_all=args.all))
+        failed |= any(v.failed for v in verdicts)
+    if args.benchmarks is not None:
+        ratios = gates.check_ratios(gates.read_gates(args.ratios), gates.read_benchmarks(args.benchmarks))
+        print(f"\nbenchmarks {args.benchmarks} against {args.ratios}:")
+        print(gates.render_ratios(ratios))
+        failed |= any(v.failed for v in ratios)
+    if failed:
+        print("check failed: see the lines in capitals above. If a change is meant to move the numbers, refresh "
+              "the baseline with --update (README: Regression gate)", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from tekapbench.data import DATASETS
     from tekapbench.evaluations import EVALUATIONS
@@ -127,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="run finished runs again, into new records")
     run.add_argument("--results", default="results", help="results folder (default: results)")
     run.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, cuda, cuda:1, ...")
+    run.add_argument("--threads", type=int, help="torch threads on a CPU (default: the suite's cpu_threads, else "
+                                                 "one per core); recorded with every result")
     run.add_argument("--quiet", action="store_true", help="no progress and no table")
     run.set_defaults(func=_cmd_run)
 
@@ -151,6 +210,23 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--kind", action="append", help="curves, robustness, long_tail (default: all); repeatable")
     plot.add_argument("--out", help="folder for the files (default: results/<suite>/plots)")
     plot.set_defaults(func=_cmd_plot)
+
+    check = sub.add_parser("check", help="regression gate: results against a baseline, benchmark ratios against "
+                                         "bounds; exit 1 on a regression")
+    check.add_argument("results", nargs="?", default="results", help="results folder (default: results)")
+    check.add_argument("--baseline", type=Path, help="baseline file (JSON), e.g. results/baselines/cpu.json")
+    check.add_argument("--suite", help="only this suite (default: every suite of the baseline)")
+    check.add_argument("--tolerance", action="append", default=[], metavar="METRIC=DROP",
+                       help="tolerated drop, tried before the baseline's rules: top1=0.5, 'adversarial:*=2std', "
+                            "top1=0.5,2std (repeatable)")
+    check.add_argument("--update", action="store_true",
+                       help="write the baseline from the results instead (keeps its tolerance rules, and with "
+                            "--suite its other suites)")
+    check.add_argument("--all", action="store_true", help="list every metric, not only those that need attention")
+    check.add_argument("--benchmarks", type=Path, help="a pytest --benchmark-json file to gate on speed ratios")
+    check.add_argument("--ratios", type=Path, default=Path("results/baselines/speed.toml"),
+                       help="the speed ratios and their bounds (default: results/baselines/speed.toml)")
+    check.set_defaults(func=_cmd_check)
 
     listing = sub.add_parser("list", help="list what is registered: models, datasets, methods, evaluations, ...")
     listing.add_argument("kind", nargs="?",

@@ -47,8 +47,9 @@ def _now() -> str:
 
 class SuiteRunner:
     def __init__(self, plan: SuitePlan, *, results_root: Path | str, device: torch.device,
-                 force: bool = False, progress: Progress | None = None):
+                 force: bool = False, progress: Progress | None = None, threads: int | None = None):
         self.plan = plan
+        self.threads = threads or plan.cpu_threads  # CPU only: on a GPU the thread count changes no number
         self.store = ResultStore(results_root, plan.name)
         self.device = device
         self.force = force
@@ -81,6 +82,16 @@ class SuiteRunner:
 
     def run(self) -> list[str]:
         """Trains every pending run, then computes every missing evaluation; returns the trained ids."""
+        if self.device.type != "cpu" or self.threads is None:
+            return self._run()
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(before)
+
+    def _run(self) -> list[str]:
         todo = self.pending()
         evaluations = self.pending_evaluations(set(todo))
         needed = [self.plan.runs[r].dataset for r in [*todo, *evaluations]]

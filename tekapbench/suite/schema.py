@@ -51,6 +51,9 @@ class SuiteInfo(Strict):
     teacher_seed: int | None = Field(
         None, description="train one teacher with this seed for every student seed (default: one per seed)")
     layout: LayoutName = "diverse"
+    cpu_threads: int | None = Field(
+        None, ge=1, description="torch threads on a CPU (default: torch's choice, one per core); fix it so that "
+                                "CPU numbers repeat on other machines: the thread count changes float sums")
 
     @field_validator("name")
     @classmethod

@@ -1,8 +1,10 @@
 """Evaluation throughput on CIFAR-sized images with resnet20 (100 classes): clean inference, PGD-10, and
 the transfer probe's feature extraction, in images per second.
 
-Run with ``python -m pytest tests/benchmarks/test_bench_eval.py --benchmark-enable``; the figures are
-printed at the end. No timing is asserted.
+Run with ``python -m pytest tests/benchmarks --benchmark-enable --benchmark-json bench.json``; the cost
+per image of PGD-10 and of feature extraction relative to clean inference are gated by
+``tekapbench check --benchmarks bench.json`` (bounds in results/baselines/speed.toml). No timing is
+asserted here; ``extra_info`` holds images/s.
 """
 from __future__ import annotations
 
@@ -30,35 +32,37 @@ def setup():
                        batch_size=256)
 
 
-def _figure(benchmark, report_ratio, name: str, images: int) -> None:
+def _throughput(benchmark, images: int) -> None:
     stats = getattr(benchmark, "stats", None)
     if stats is not None:  # --benchmark-disable: ran once, nothing measured
         benchmark.extra_info["images_per_second"] = round(images / stats.stats.median)
-        report_ratio(f"evaluation throughput, {name}, resnet20, CPU", images / stats.stats.median, "images/s")
 
 
 @pytest.mark.benchmark(group="evaluation")
-def test_clean_inference(benchmark, setup, report_ratio):
+def test_clean_inference(benchmark, setup):
+    benchmark.extra_info["items"] = CLEAN_IMAGES
     logits = benchmark.pedantic(lambda: setup.outputs(setup.model, setup.data.test_images, setup.data.test_labels)[0],
                                 rounds=3, warmup_rounds=1, iterations=1)
     assert logits.shape == (CLEAN_IMAGES, 100)
-    _figure(benchmark, report_ratio, "clean", CLEAN_IMAGES)
+    _throughput(benchmark, CLEAN_IMAGES)
 
 
 @pytest.mark.benchmark(group="evaluation")
-def test_pgd10(benchmark, setup, report_ratio):
+def test_pgd10(benchmark, setup):
     model = NormalizedLogits(setup.model, MEAN, STD).eval()
     x = setup.data.test_images[:PGD_IMAGES].float() / 255
     y = setup.data.test_labels[:PGD_IMAGES]
     params = AdversarialParams(attacks=["pgd"], eps=[8.0], pgd_steps=10)
+    benchmark.extra_info["items"] = PGD_IMAGES
     clean, rows = benchmark.pedantic(lambda: attack_rows(model, x, y, params, 128, 100), rounds=2, iterations=1)
     assert rows[0]["robust_acc"] <= clean
-    _figure(benchmark, report_ratio, "PGD-10 (eps 8/255)", PGD_IMAGES)
+    _throughput(benchmark, PGD_IMAGES)
 
 
 @pytest.mark.benchmark(group="evaluation")
-def test_probe_feature_extraction(benchmark, setup, report_ratio):
+def test_probe_feature_extraction(benchmark, setup):
+    benchmark.extra_info["items"] = CLEAN_IMAGES
     features = benchmark.pedantic(lambda: setup.outputs(setup.model, setup.data.train_images,
                                                         setup.data.train_labels)[1], rounds=3, iterations=1)
     assert features.shape == (CLEAN_IMAGES, 64)
-    _figure(benchmark, report_ratio, "probe feature extraction", CLEAN_IMAGES)
+    _throughput(benchmark, CLEAN_IMAGES)

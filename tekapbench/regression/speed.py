@@ -10,6 +10,10 @@ A gates file (TOML) lists the ratios::
     max = 1.05                                       # and/or min
     stat = "min"                                     # min (default), median or mean seconds per round
     per_item = false                                 # true: divide each by extra_info["items"] first
+
+A name may also point at seconds a benchmark measured itself and stored in its ``extra_info``:
+``"test_steps@kd_seconds"``. That is how two variants timed in alternation within one benchmark (the
+fairest side by side on a shared machine) are compared.
 """
 from __future__ import annotations
 
@@ -101,8 +105,20 @@ class RatioVerdict:
         return self.status != "ok"
 
 
-def _seconds(bench: dict, gate: RatioGate) -> float:
-    seconds = bench["stats"][gate.stat]
+def _split(reference: str) -> tuple[str, str | None]:
+    name, _, key = reference.partition("@")
+    return name, key or None
+
+
+def _seconds(benchmarks: dict[str, dict], reference: str, gate: RatioGate) -> float:
+    name, key = _split(reference)
+    bench = benchmarks[name]
+    if key is None:
+        seconds = bench["stats"][gate.stat]
+    else:
+        seconds = bench.get("extra_info", {}).get(key)
+        if not isinstance(seconds, (int, float)):
+            raise KeyError(f"{name} has no number extra_info[{key!r}]")
     if gate.per_item:
         items = bench.get("extra_info", {}).get("items")
         if not items:
@@ -114,12 +130,12 @@ def _seconds(bench: dict, gate: RatioGate) -> float:
 def check_ratios(gates: list[RatioGate], benchmarks: dict[str, dict]) -> list[RatioVerdict]:
     verdicts = []
     for gate in gates:
-        absent = [n for n in (gate.numerator, gate.denominator) if n not in benchmarks]
+        absent = [n for n in (gate.numerator, gate.denominator) if _split(n)[0] not in benchmarks]
         if absent:
             verdicts.append(RatioVerdict(gate, None, "missing", f"not measured: {', '.join(absent)}"))
             continue
         try:
-            value = _seconds(benchmarks[gate.numerator], gate) / _seconds(benchmarks[gate.denominator], gate)
+            value = _seconds(benchmarks, gate.numerator, gate) / _seconds(benchmarks, gate.denominator, gate)
         except (KeyError, ZeroDivisionError) as exc:
             verdicts.append(RatioVerdict(gate, None, "missing", str(exc).strip("'\"")))
             continue

@@ -31,3 +31,11 @@ class DataNotFoundError(UsageError):
 
 class TrainingDivergedError(TekapbenchError):
     """The loss became NaN or infinite: training stops instead of going on with garbage."""
+
+
+class ClaimLostError(TekapbenchError):
+    """Another process took over a run this one was working on (its heartbeat had stopped too long)."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM (Slurm preemption, scancel, kill): stop like Ctrl-C; the last epoch checkpoint is kept."""

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import time
+import traceback
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -10,8 +12,9 @@ import torch
 
 from tekapbench.data.base import DataOptions, ImageSplits, load_dataset
 from tekapbench.data.loader import DeviceLoader
-from tekapbench.errors import DataNotFoundError, TekapbenchError, UsageError
+from tekapbench.errors import ClaimLostError, DataNotFoundError, TekapbenchError, UsageError
 from tekapbench.evaluations import EVALUATIONS, EvalContext, Skip
+from tekapbench.results.claims import Claim, current_claim, slurm_job, try_claim
 from tekapbench.engine.trainer import Precision, Trainer, TrainJob, evaluate
 from tekapbench.models.base import create_model, load_weights
 from tekapbench.progress import Progress
@@ -45,20 +48,41 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+@dataclass
+class Outcome:
+    trained: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # run id -> error
+    skipped: dict[str, str] = field(default_factory=dict)  # run id -> reason
+    failed_evaluations: list[str] = field(default_factory=list)
+
+
 class SuiteRunner:
     def __init__(self, plan: SuitePlan, *, results_root: Path | str, device: torch.device,
-                 force: bool = False, progress: Progress | None = None, threads: int | None = None):
+                 force: bool = False, progress: Progress | None = None, threads: int | None = None,
+                 poll_seconds: float = 5.0, only: list[str] | None = None, force_before: str | None = None):
         self.plan = plan
+        self.poll = poll_seconds  # how often to look again for runs other processes hold
+        self._train_total = self._eval_total = self._eval_index = 0
         self.threads = threads or plan.cpu_threads  # CPU only: on a GPU the thread count changes no number
         self.store = ResultStore(results_root, plan.name)
         self.device = device
         self.force = force
+        # --force trains again the runs finished before this moment: workers of one invocation share it,
+        # so a run one of them has just trained again is not trained a third time by another
+        self.force_before = force_before or (_now() if force else None)
+        self.only = None if only is None else set(only)  # a Slurm task works on its own run only
         self.progress = progress or Progress(quiet=True)
         self._datasets: dict[str, ImageSplits] = {}
         self._data_info: dict[str, dict[str, Any]] = {}
 
     def pending(self) -> list[str]:
-        return [run_id for run_id in self.plan.runs if self.force or not self.store.is_done(run_id)]
+        return [run_id for run_id in self.plan.runs
+                if (self.only is None or run_id in self.only) and self.needs_training(run_id)]
+
+    def needs_training(self, run_id: str) -> bool:
+        if not self.store.is_done(run_id):
+            return True
+        return self.force_before is not None and self.store.finished_at(run_id) <= self.force_before
 
     def dataset(self, name: str) -> ImageSplits:
         if name not in self._datasets:
@@ -75,6 +99,8 @@ class SuiteRunner:
         specs = list({e.key: e for e in self.plan.evaluations}.values())
         missing = {}
         for run_id in self.plan.runs:
+            if self.only is not None and run_id not in self.only:
+                continue
             todo = [e for e in specs if run_id in trained or not self.store.has_evaluation(run_id, e.key)]
             if todo:
                 missing[run_id] = todo
@@ -91,29 +117,127 @@ class SuiteRunner:
         finally:
             torch.set_num_threads(before)
 
-    def _run(self) -> list[str]:
-        todo = self.pending()
-        evaluations = self.pending_evaluations(set(todo))
+    def check_data(self, todo: list[str], evaluations: dict[str, list[EvaluationSpec]]) -> None:
+        """Loads every dataset the work needs: a missing one stops the suite before anything trains."""
         needed = [self.plan.runs[r].dataset for r in [*todo, *evaluations]]
         needed += [name for specs in evaluations.values() for e in specs
                    for name in EVALUATIONS.get(e.name).params.model_validate(e.settings).required_datasets()]
         for name in dict.fromkeys(needed):
-            self.dataset(name)  # a missing dataset stops the suite before anything trains
+            self.dataset(name)
+
+    def _run(self) -> list[str]:
+        todo = self.pending()
+        evaluations = self.pending_evaluations(set(todo))
+        self.check_data(todo, evaluations)
         dropped = self.store.save_plan(self.plan.to_dict())
         if dropped:
             rows = ", ".join(sorted({c["row"] for c in dropped}))
             self.progress.note(f"{self.store.dir}: the suite changed; {len(dropped)} table cell(s) it had before "
                                f"({rows}) are no longer in its tables (their records stay under runs/)")
         self.progress.suite(self.plan.name, len(self.plan.runs), len(todo), forced=self.force)
-        for index, run_id in enumerate(todo, 1):
-            self.execute(run_id, index, len(todo))
-        failed = []
-        for index, (run_id, specs) in enumerate(evaluations.items(), 1):
-            failed += self.evaluate(run_id, specs, index, len(evaluations))
-        if failed:
-            raise TekapbenchError(f"{len(failed)} evaluation(s) failed (see the notes above): {'; '.join(failed)}; "
-                                  f"the others are stored, and the next run retries the failed ones")
-        return todo
+        self._train_total, self._eval_total, self._eval_index = len(todo), len(evaluations), 0
+        outcome = self.work([r for r in self.plan.runs if r in todo or r in evaluations], train=set(todo))
+        problems = []
+        if outcome.failed:
+            problems.append(f"{len(outcome.failed)} run(s) failed: " + "; ".join(
+                f"{self._label(r)}: {e}" for r, e in outcome.failed.items()))
+        if outcome.skipped:
+            problems.append(f"{len(outcome.skipped)} run(s) skipped: " + "; ".join(
+                f"{self._label(r)}: {e}" for r, e in outcome.skipped.items()))
+        if outcome.failed_evaluations:
+            problems.append(f"{len(outcome.failed_evaluations)} evaluation(s) failed (see the notes above): "
+                            + "; ".join(outcome.failed_evaluations))
+        if problems:
+            raise TekapbenchError("\n".join(problems) + "\nthe others are stored; running the suite again retries "
+                                  "what failed (`tekapbench status` lists every run)")
+        return outcome.trained
+
+    def dependencies(self, run_id: str) -> list[str]:
+        """Runs that must be finished first: the teacher it distils from, and the teacher its evaluations
+        compare it with (a vanilla student's column teacher)."""
+        deps = [self.plan.runs[run_id].teacher, self.teacher_of(run_id)]
+        return [d for d in dict.fromkeys(deps) if d is not None and d != run_id]
+
+    def work(self, run_ids: list[str], *, train: set[str]) -> "Outcome":
+        """Trains (``train``) and evaluates each run once its dependencies are done, each under a claim:
+        a run another process holds is waited for, not done twice; a run whose dependency failed is
+        skipped with the reason. Returns when every run is done, failed or skipped."""
+        outcome = Outcome()
+        remaining = list(run_ids)
+        index = 0
+        waiting_since = None
+        while remaining:
+            still, progressed = [], False
+            for run_id in remaining:
+                blocked = next((d for d in self.dependencies(run_id) if d in outcome.failed or d in outcome.skipped),
+                               None)
+                if blocked is not None:
+                    reason = outcome.failed.get(blocked) or outcome.skipped.get(blocked)
+                    outcome.skipped[run_id] = f"its teacher {self._label(blocked)} did not finish ({reason})"
+                    self.progress.note(f"skipping {self._label(run_id)}: {outcome.skipped[run_id]}")
+                    continue
+                missing = [d for d in self.dependencies(run_id) if not self.store.is_done(d)]
+                # a dependency that is neither ours to run nor held by a live process will not get done
+                # while we wait (it failed earlier, or belongs to another Slurm task that ended)
+                orphan = next((d for d in missing if d not in remaining and not self._held_elsewhere(d)), None)
+                if orphan is not None:
+                    failure = self.store.failure(orphan)
+                    outcome.skipped[run_id] = (f"its teacher {self._label(orphan)} is not finished"
+                                               + (f" ({failure['error']})" if failure else ""))
+                    self.progress.note(f"skipping {self._label(run_id)}: {outcome.skipped[run_id]}")
+                    continue
+                if missing:
+                    still.append(run_id)
+                    continue
+                result = self._work_one(run_id, train=run_id in train, index=index + 1, outcome=outcome)
+                if result == "busy":
+                    still.append(run_id)
+                else:
+                    progressed = True
+                    index += result == "trained"
+            if still and not progressed:
+                if waiting_since is None:
+                    waiting_since = time.monotonic()
+                    holders = {r: c.holder() for r in still if (c := current_claim(self.store.run_dir(r)))
+                               and c.is_live()}
+                    self.progress.note(f"waiting for {len(still)} run(s) that other processes hold or need: "
+                                       + "; ".join(f"{self._label(r)} ({h})" for r, h in holders.items()))
+                time.sleep(self.poll)
+            elif progressed:
+                waiting_since = None
+            remaining = still
+        return outcome
+
+    def _held_elsewhere(self, run_id: str) -> bool:
+        claim = current_claim(self.store.run_dir(run_id))
+        return claim is not None and claim.is_live()
+
+    def _work_one(self, run_id: str, *, train: bool, index: int, outcome: "Outcome") -> str:
+        claim = try_claim(self.store.run_dir(run_id))
+        if claim is None:
+            return "busy"
+        with claim:
+            # checked again under the claim: another process may have finished it a moment ago
+            must_train = train and run_id not in outcome.trained and self.needs_training(run_id)
+            if must_train:
+                try:
+                    self.execute(run_id, index, self._train_total, claim=claim)
+                except ClaimLostError as exc:
+                    self.progress.note(str(exc))
+                    return "busy"
+                except Exception as exc:  # noqa: BLE001 - one failing run must not cost the others
+                    error = f"{type(exc).__name__}: {exc}"
+                    self.store.write_failure(run_id, {"error": error, "traceback": traceback.format_exc(limit=-8),
+                                                      "at": _now(), **claim.info.to_dict()})
+                    self.progress.note(f"{self._label(run_id)} failed: {error}")
+                    outcome.failed[run_id] = error
+                    return "failed"
+                outcome.trained.append(run_id)
+            specs = self.pending_evaluations({run_id} if must_train else set()).get(run_id, [])
+            if specs:
+                self._eval_index += 1
+                outcome.failed_evaluations += self.evaluate(run_id, specs, self._eval_index, self._eval_total)
+        return "trained" if must_train else "evaluated"
 
     def _weights(self, run_id: str) -> Path:
         spec = self.plan.runs[run_id]
@@ -187,10 +311,10 @@ class SuiteRunner:
         return self._load(spec.teacher, num_classes), {"run_id": spec.teacher, "arch": self.plan.runs[spec.teacher].arch,
                                                        "weights": str(weights), "sha256": sha256_file(weights)}
 
-    def execute(self, run_id: str, index: int = 1, total: int = 1) -> dict[str, Any]:
+    def execute(self, run_id: str, index: int = 1, total: int = 1, claim: Claim | None = None) -> dict[str, Any]:
         spec = self.plan.runs[run_id]
         data = self.dataset(spec.dataset)
-        attempt = self.store.attempt_for(run_id, force=self.force)
+        attempt = self.store.attempt_for(run_id, force=True)  # called only for a run that needs training
         started_at, started = _now(), time.perf_counter()
         label = self._label(run_id)
         teacher_info = None
@@ -213,7 +337,7 @@ class SuiteRunner:
             job = TrainJob(run_id=run_id, arch=spec.arch, recipe=spec.recipe, seed=spec.seed, method=spec.method,
                            data=data, workdir=attempt, device=self.device, teacher=teacher,
                            teacher_sha256=teacher_info["sha256"] if teacher_info else None,
-                           callbacks=[self.progress.epoch])
+                           callbacks=[self.progress.epoch, *([claim.check] if claim else [])])
             trainer = Trainer(job)
             resumed_epoch = trainer.start_epoch - 1 if trainer.try_resume() else 0
             self.progress.run_started(index, total, label, spec.recipe.epochs, resumed_epoch)
@@ -235,7 +359,7 @@ class SuiteRunner:
             "history": history,
             "provenance": {**provenance(self.device), "started": started_at, "finished": _now(),
                            "wall_seconds": seconds, "resumed_after_epoch": resumed_epoch,
-                           "train_seconds": sum(e["seconds"] for e in history)},
+                           "train_seconds": sum(e["seconds"] for e in history), "slurm_job": slurm_job()},
         }
         self.store.write_record(attempt, record)
         self.progress.run_finished(metrics, seconds)

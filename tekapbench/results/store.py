@@ -21,6 +21,7 @@ from tekapbench.errors import UsageError
 
 _ATTEMPT = re.compile(r"attempt-(\d+)$")
 RECORD = "record.json"
+FAILURE = "failure.json"
 
 
 class ResultStore:
@@ -70,6 +71,26 @@ class ResultStore:
         target = attempt / RECORD
         create_json(target, record)
         return target
+
+    def finished_at(self, run_id: str) -> str:
+        """When the latest record was written (ISO 8601, UTC), '' for a record without the time."""
+        record = self.latest_record(run_id)
+        return (record or {}).get("provenance", {}).get("finished", "")
+
+    def write_failure(self, run_id: str, failure: dict[str, Any]) -> Path:
+        """Why the run's latest attempt stopped; replaced by a later failure, outranked by a record."""
+        attempts = self.attempts(run_id)
+        target = (attempts[-1] if attempts else self.run_dir(run_id)) / FAILURE
+        write_json(target, failure)
+        return target
+
+    def failure(self, run_id: str) -> dict[str, Any] | None:
+        """The failure of the run's latest attempt when that attempt has no record."""
+        attempts = self.attempts(run_id)
+        path = (attempts[-1] if attempts else self.run_dir(run_id)) / FAILURE
+        if (attempts and (attempts[-1] / RECORD).exists()) or not path.exists():
+            return None
+        return self.read_record(path)
 
     def model_weights(self, run_id: str) -> Path:
         finished = self.finished_attempts(run_id)

@@ -1,0 +1,159 @@
+"""Claims: a run being worked on is claimed, so that two invocations of a suite, on one machine or on
+hosts that share the results folder, never train the same run twice.
+
+A claim is a file ``runs/<run_id>/claims/<generation>.json`` created atomically and exclusively (a hard
+link, which also holds on NFS), naming the host, process and Slurm job that hold it. The holder rewrites
+it every ``interval`` seconds (the heartbeat). The newest generation is the claim in force; it is free
+when released, or stale when its heartbeat is older than ``ttl`` or its process is gone from this host.
+Taking over a free or stale claim means creating the next generation, which only one contender can do.
+A holder that finds a newer generation than its own (it was presumed dead) has lost the claim and stops.
+Old generations stay as the run's history of who worked on it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tekapbench.atomic import create_json, write_json
+from tekapbench.errors import ClaimLostError
+
+FOLDER = "claims"
+DEFAULT_INTERVAL = float(os.environ.get("TEKAPBENCH_CLAIM_INTERVAL", 30))
+DEFAULT_TTL = float(os.environ.get("TEKAPBENCH_CLAIM_TTL", 180))
+
+
+def slurm_job() -> str | None:
+    """``<job>_<task>`` of the Slurm array task (or the job) running this process, if any."""
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{job}_{task}" if job and task else job
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class ClaimInfo:
+    generation: int
+    host: str
+    pid: int
+    job: str | None
+    started: float
+    heartbeat: float
+    ttl: float
+    released: bool = False
+
+    @staticmethod
+    def read(path: Path) -> "ClaimInfo | None":
+        try:
+            d = json.loads(path.read_text())
+            return ClaimInfo(int(d["generation"]), d["host"], int(d["pid"]), d.get("job"), float(d["started"]),
+                             float(d["heartbeat"]), float(d["ttl"]), bool(d.get("released", False)))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # vanished or unreadable: treated as free, never as someone's live claim
+
+    def is_live(self, now: float | None = None) -> bool:
+        if self.released:
+            return False
+        if self.host == socket.gethostname() and not _alive(self.pid):
+            return False  # its process is gone: no need to wait for the heartbeat to age
+        return (now or time.time()) - self.heartbeat <= self.ttl
+
+    def holder(self) -> str:
+        return f"{self.host} pid {self.pid}" + (f", slurm job {self.job}" if self.job else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _generations(folder: Path) -> list[int]:
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit())
+
+
+def current_claim(run_dir: Path) -> ClaimInfo | None:
+    """The claim in force on a run (live or not), or None when it was never claimed."""
+    folder = Path(run_dir) / FOLDER
+    generations = _generations(folder)
+    return ClaimInfo.read(folder / f"{generations[-1]:08d}.json") if generations else None
+
+
+class Claim:
+    """A claim held by this process; a background thread keeps its heartbeat. Use as a context manager."""
+
+    def __init__(self, folder: Path, info: ClaimInfo, interval: float):
+        self.folder = folder
+        self.info = info
+        self.interval = interval
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"claim-{folder.parent.name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def path(self) -> Path:
+        return self.folder / f"{self.info.generation:08d}.json"
+
+    def _superseded(self) -> bool:
+        generations = _generations(self.folder)
+        return bool(generations) and generations[-1] > self.info.generation
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self._superseded():
+                self.lost.set()
+                return
+            self.info = ClaimInfo(**{**self.info.to_dict(), "heartbeat": time.time()})
+            write_json(self.path, self.info.to_dict())
+
+    def check(self, *_) -> None:
+        """Raises ClaimLostError when another process has taken the run over (an epoch callback)."""
+        if self.lost.is_set():
+            raise ClaimLostError(f"run {self.folder.parent.name}: another process took over its claim (this one "
+                                 f"was presumed dead: no heartbeat for {self.info.ttl:g}s); stopping here")
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        if not self._superseded():
+            write_json(self.path, {**self.info.to_dict(), "released": True, "heartbeat": time.time()})
+
+    def __enter__(self) -> "Claim":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def try_claim(run_dir: Path, *, interval: float = DEFAULT_INTERVAL, ttl: float = DEFAULT_TTL) -> Claim | None:
+    """Claims the run for this process, or returns None when another live process holds it (or won the
+    race for it just now)."""
+    folder = Path(run_dir) / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    generations = _generations(folder)
+    if generations:
+        latest = ClaimInfo.read(folder / f"{generations[-1]:08d}.json")
+        if latest is not None and latest.is_live():
+            return None
+    generation = (generations[-1] if generations else 0) + 1
+    now = time.time()
+    info = ClaimInfo(generation, socket.gethostname(), os.getpid(), slurm_job(), now, now, ttl)
+    try:
+        create_json(folder / f"{generation:08d}.json", info.to_dict())
+    except FileExistsError:
+        return None
+    return Claim(folder, info, interval)

@@ -1,0 +1,71 @@
+"""Where each run of a suite stands, from the results folder alone (so it works from any host that shares
+it): done (a record), running (a live claim), failed (the error of its latest attempt), skipped (a run
+it needs failed or was skipped) or pending (with its place in a scheduler's queue, when one is known)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from tekapbench.results.claims import current_claim
+from tekapbench.results.store import ResultStore
+
+STATES = ("done", "running", "pending", "failed", "skipped")
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    run_id: str
+    state: str
+    detail: str
+    dataset: str
+    arch: str
+    seed: int | None
+    rows: str
+
+
+def _dependencies(plan: dict[str, Any], run_id: str) -> list[str]:
+    """The run's teacher, and for a run without one, the teacher of its table column (its evaluations
+    compare with it): the same rule as the runner's."""
+    spec = plan["runs"][run_id]
+    deps = [spec.get("teacher")]
+    for cell in plan["cells"]:
+        if cell["run_id"] == run_id and cell["row"] != "Teacher":
+            deps += [c["run_id"] for c in plan["cells"] if c["row"] == "Teacher" and
+                     (c["dataset"], c["teacher"], c["student"], c["seed"]) ==
+                     (cell["dataset"], cell["teacher"], cell["student"], cell["seed"])]
+    return [d for d in dict.fromkeys(deps) if d and d != run_id and d in plan["runs"]]
+
+
+def suite_status(plan: dict[str, Any], store: ResultStore,
+                 queued: Callable[[str], tuple[str, str] | None] = lambda run_id: None) -> list[RunStatus]:
+    """One status per run, in the plan's order (teachers first). ``queued(run_id)`` gives, for a run
+    that is neither done nor running, what a scheduler knows: ('pending', 'slurm job 123_4 PENDING'),
+    ('failed', 'slurm job 123_4 ended without a record; log ...'), or None."""
+    found: dict[str, RunStatus] = {}
+    for run_id, spec in plan["runs"].items():
+        rows = "/".join(dict.fromkeys(c["row"] for c in plan["cells"] if c["run_id"] == run_id))
+
+        def status(state: str, detail: str = "") -> RunStatus:
+            return RunStatus(run_id, state, detail, spec["dataset"], spec["arch"], spec.get("seed"), rows)
+
+        claim = current_claim(store.run_dir(run_id))
+        failure = store.failure(run_id)
+        blocked = [found[d] for d in _dependencies(plan, run_id) if d in found and found[d].state in ("failed", "skipped")]
+        if store.is_done(run_id):
+            record = store.latest_record(run_id)
+            found[run_id] = status("done", f"top-1 {record['metrics']['test_acc_last']:.2f}%"
+                                   if record and record["metrics"].get("test_acc_last") is not None else "")
+        elif claim is not None and claim.is_live():
+            found[run_id] = status("running", claim.holder())
+        elif (where := queued(run_id)) and where[0] == "pending":  # queued again after an earlier failure
+            found[run_id] = status("pending", where[1])
+        elif failure is not None:
+            found[run_id] = status("failed", failure.get("error", "unknown error"))
+        elif blocked:
+            found[run_id] = status("skipped", f"needs run {blocked[0].run_id}, which {blocked[0].state}")
+        else:
+            partly = any((a / "checkpoint.pt").exists() for a in store.attempts(run_id))
+            state, where = queued(run_id) or ("pending", "")
+            detail = "; ".join(x for x in (where, "resumes from its last checkpoint" if partly else "") if x)
+            found[run_id] = status(state, detail)
+    return list(found.values())

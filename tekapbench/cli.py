@@ -2,33 +2,43 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from tekapbench import __version__
-from tekapbench.errors import TekapbenchError
+from tekapbench.errors import Interrupted, TekapbenchError
 from tekapbench.registry import UnknownNameError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from tekapbench.engine.runner import SuiteRunner, pick_device
+    from tekapbench.errors import UsageError
+    from tekapbench.execution import EXECUTORS, Request
     from tekapbench.progress import Progress
     from tekapbench.suite.plan import plan_suite
 
-    if args.threads is not None and args.threads < 1:
-        from tekapbench.errors import UsageError
-
-        raise UsageError(f"--threads {args.threads}: give a positive number of threads")
+    for name in ("threads", "workers"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UsageError(f"--{name} {getattr(args, name)}: give a positive number")
+    executor = EXECUTORS.get(args.executor)
+    if args.worker and args.executor != "local":
+        raise UsageError("--worker is for the local executor's own worker processes")
     plan = plan_suite(args.suite)
     for note in plan.notes:
         print(f"note: {plan.source}: {note}", file=sys.stderr)
+    slurm = {**plan.slurm, **_key_values(args.slurm, "--slurm")}
+    if args.executor == "slurm":
+        _check_slurm_settings(slurm)
     device = pick_device(args.device)
-    runner = SuiteRunner(plan, results_root=args.results, device=device, force=args.force,
-                         progress=Progress(quiet=args.quiet), threads=args.threads)
     if args.dry_run:
+        runner = SuiteRunner(plan, results_root=args.results, device=device, force=args.force,
+                             progress=Progress(quiet=True))
         pending = set(runner.pending())
         evaluations = sum(map(len, runner.pending_evaluations(pending).values()))
-        print(f"suite {plan.name} ({plan.source}): {len(plan.runs)} runs, {len(pending)} to run on {device}, "
+        where = "Slurm" if args.executor == "slurm" else str(device)
+        print(f"suite {plan.name} ({plan.source}): {len(plan.runs)} runs, {len(pending)} to run on {where}, "
               f"{evaluations} evaluation(s) to compute")
         for run_id, spec in plan.runs.items():
             rows = "/".join(dict.fromkeys(c.row for c in plan.cells if c.run_id == run_id))
@@ -37,12 +47,75 @@ def _cmd_run(args: argparse.Namespace) -> int:
             state = "to run" if run_id in pending else "done"
             print(f"  {run_id}  {state:6}  {spec.dataset:9} {spec.arch:14} {seed:7} {rows:16} {what}")
         return 0
-    runner.run()
-    if not args.quiet:
+    executor(Request(suite_path=Path(args.suite), plan=plan, results_root=Path(args.results), device=args.device,
+                     force=args.force, threads=args.threads, quiet=args.quiet,
+                     workers=1 if args.worker else args.workers, detach=args.detach, slurm=slurm,
+                     force_before=args.force_before))
+    if not args.quiet and not args.worker and not args.detach:
         from tekapbench.tables.build import suite_tables
         from tekapbench.tables.formats import FORMATS
 
         print(FORMATS.get("github")(suite_tables(Path(args.results), plan.name)))
+    return 0
+
+
+def _check_slurm_settings(settings: dict[str, object]) -> None:
+    from pydantic import ValidationError
+
+    from tekapbench.errors import UsageError
+    from tekapbench.suite.schema import SlurmSection
+
+    try:
+        SlurmSection.model_validate(settings)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise UsageError(f"--slurm (over the suite's [slurm]): {problems}; allowed keys: "
+                         f"{', '.join(SlurmSection.model_fields)}") from None
+
+
+def _key_values(items: list[str], option: str) -> dict[str, object]:
+    """``KEY=VALUE`` pairs; a value is read as TOML when it parses (2, 1.5, true, ["a"]), else as text."""
+    import tomllib
+
+    from tekapbench.errors import UsageError
+
+    parsed: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{option} {item!r}: expected KEY=VALUE")
+        try:
+            parsed[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed[key.strip()] = value
+    return parsed
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from tekapbench.errors import UsageError
+    from tekapbench.execution.slurm import queue_lookup
+    from tekapbench.results.status import STATES, suite_status
+    from tekapbench.results.store import ResultStore
+
+    if args.suite.endswith(".toml") or Path(args.suite).is_file():
+        from tekapbench.suite.plan import plan_suite
+
+        plan = plan_suite(args.suite).to_dict()
+    else:
+        plan = ResultStore(args.results, args.suite).read_plan()
+        if plan is None:
+            raise UsageError(f"no plan for suite {args.suite!r} under {args.results}/: give the suite file, or run it "
+                             f"first")
+    store = ResultStore(args.results, plan["suite"])
+    statuses = suite_status(plan, store, queue_lookup(store))
+    rows = [[s.run_id, s.state, s.dataset, s.arch, "" if s.seed is None else s.seed, s.rows, s.detail]
+            for s in statuses]
+    print(tabulate(rows, headers=["run", "state", "dataset", "arch", "seed", "rows", "detail"], tablefmt="simple",
+                   disable_numparse=True))
+    counts = {state: sum(s.state == state for s in statuses) for state in STATES}
+    print(f"suite {plan['suite']}: {len(statuses)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     return 0
 
 
@@ -187,6 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, help="torch threads on a CPU (default: the suite's cpu_threads, else "
                                                  "one per core); recorded with every result")
     run.add_argument("--quiet", action="store_true", help="no progress and no table")
+    run.add_argument("--executor", default="local",
+                     help="local (default: this machine, one worker per visible GPU) or slurm (submitit)")
+    run.add_argument("--workers", type=int, help="local: worker processes (default: one per visible GPU, else 1)")
+    run.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                     help="slurm: override the suite's [slurm] settings, e.g. partition=gpu time_min=600 "
+                          "gpus_per_task=1 'sbatch={account=\"lab\"}' (repeatable)")
+    run.add_argument("--detach", action="store_true", help="slurm: return once submitted (see `tekapbench status`)")
+    run.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a local executor's worker
+    run.add_argument("--force-before", help=argparse.SUPPRESS)  # the moment --force means, shared with workers
     run.set_defaults(func=_cmd_run)
 
     def results_options(command: argparse.ArgumentParser) -> None:
@@ -228,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the speed ratios and their bounds (default: results/baselines/speed.toml)")
     check.set_defaults(func=_cmd_check)
 
+    status = sub.add_parser("status", help="each run of a suite: done, running, pending, failed or skipped")
+    status.add_argument("suite", help="suite file (TOML) or the name of a suite with results")
+    status.add_argument("--results", default="results", help="results folder (default: results)")
+    status.set_defaults(func=_cmd_status)
+
     listing = sub.add_parser("list", help="list what is registered: models, datasets, methods, evaluations, ...")
     listing.add_argument("kind", nargs="?",
                          choices=["models", "datasets", "methods", "evaluations", "layouts", "formats", "plots"])
@@ -235,8 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_interrupted(signum, frame):
+    raise Interrupted(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM (Slurm preemption, scancel, kill) stops like Ctrl-C: claims are released, checkpoints kept
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted) if in_main_thread else None
     try:
         return args.func(args)
     except UnknownNameError as exc:
@@ -251,9 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a read-only or full results folder, a path that is a file, ...
         print(f"tekapbench {args.command}: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted) as exc:
         print("\ninterrupted: finished runs are saved; run the same command again to resume", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Interrupted) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

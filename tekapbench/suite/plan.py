@@ -95,6 +95,7 @@ class SuitePlan:
     notes: list[str] = field(default_factory=list)  # valid settings that are probably not meant
     evaluations: list[EvaluationSpec] = field(default_factory=list)
     cpu_threads: int | None = None
+    slurm: dict[str, Any] = field(default_factory=dict)  # the suite's [slurm] section, validated
 
     def add_run(self, spec: RunSpec) -> str:
         run_id = spec.run_id
@@ -175,7 +176,7 @@ class _Planner:
         suite = self.suite
         plan = SuitePlan(name=suite.suite.name, source=self.source, layout=suite.suite.layout,
                          description=suite.suite.description, download=suite.data.download,
-                         cpu_threads=suite.suite.cpu_threads,
+                         cpu_threads=suite.suite.cpu_threads, slurm=suite.slurm.model_dump(),
                          data_root=suite.data.root,
                          evaluations=[EvaluationSpec(e.name, e.settings.model_dump(mode="json"))
                                       for e in suite.evaluations])

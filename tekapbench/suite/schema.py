@@ -199,6 +199,24 @@ class MethodSection(Strict):
         return "+".join(t.method + ("+TeKAP" if t.tekap else "") for t in self.terms or [])
 
 
+class SlurmSection(Strict):
+    """How `tekapbench run --executor slurm` asks Slurm for resources: one array task per run."""
+
+    partition: str | None = Field(None, description="sbatch --partition (default: the cluster's default)")
+    time_min: int = Field(24 * 60, ge=1, description="time limit of one run's job, in minutes")
+    cpus_per_task: int = Field(4, ge=1)
+    gpus_per_task: int = Field(1, ge=0, description="0 for CPU-only jobs")
+    mem_gb: float | None = Field(None, gt=0, description="memory per job (default: the partition's default)")
+    array_parallelism: int = Field(64, ge=1, description="at most this many of a stage's jobs run at once")
+    sbatch: dict[str, str | int] = Field(default_factory=dict,
+                                         description="more sbatch options, e.g. { account = 'lab', qos = 'high' }")
+    setup: list[str] = Field(default_factory=list, description="shell lines run before each job (module load, ...)")
+    folder: str | None = Field(None, description="job scripts and logs (default: results/<suite>/slurm)")
+    signal_delay_s: int = Field(120, ge=1, description="seconds of warning (USR2) before a time limit or preemption")
+    max_requeues: int = Field(3, ge=0, description="how often a job that hit its time limit is requeued")
+    device: str = Field("auto", description="device inside a job: auto (the job's GPU, else CPU), cpu, cuda")
+
+
 class SuiteFile(Strict):
     suite: SuiteInfo
     data: DataSection = Field(default_factory=DataSection)
@@ -209,6 +227,7 @@ class SuiteFile(Strict):
     methods: list[MethodSection] = Field(min_length=1)
     evaluations: list[EvaluationSection] = Field(
         default_factory=list, description="scored on every trained model, beside the built-in test accuracy")
+    slurm: SlurmSection = Field(default_factory=SlurmSection, description="resources for --executor slurm")
 
     @model_validator(mode="after")
     def _distinct_labels(self) -> "SuiteFile":

@@ -1,6 +1,7 @@
 """Executes a suite plan in order on one device: skips finished runs, resumes unfinished ones."""
 from __future__ import annotations
 
+import hashlib
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -155,7 +156,7 @@ class SuiteRunner:
     def dependencies(self, run_id: str) -> list[str]:
         """Runs that must be finished first: the teacher it distils from, and the teacher its evaluations
         compare it with (a vanilla student's column teacher)."""
-        deps = [self.plan.runs[run_id].teacher, self.teacher_of(run_id)]
+        deps = [*self.plan.runs[run_id].teachers, self.teacher_of(run_id)]
         return [d for d in dict.fromkeys(deps) if d is not None and d != run_id]
 
     def work(self, run_ids: list[str], *, train: set[str]) -> "Outcome":
@@ -250,15 +251,13 @@ class SuiteRunner:
         return model.to(self.device).eval()
 
     def teacher_of(self, run_id: str) -> str | None:
-        """The teacher a run is compared with: its own, or, for a vanilla student, its column's teacher."""
-        spec = self.plan.runs[run_id]
-        if spec.teacher is not None:
-            return spec.teacher
+        """The teacher a run is compared with: its table column's teacher (for a vanilla student too, and
+        for a student that learnt through assistants), or, for an assistant, the first it learnt from."""
         teachers = {(c.dataset, c.teacher, c.student, c.seed): c.run_id for c in self.plan.cells if c.row == TEACHER_ROW}
         for cell in self.plan.cells:
             if cell.run_id == run_id and cell.row != TEACHER_ROW:
                 return teachers.get((cell.dataset, cell.teacher, cell.student, cell.seed))
-        return None
+        return self.plan.runs[run_id].teacher
 
     def evaluate(self, run_id: str, specs: list[EvaluationSpec], index: int = 1, total: int = 1) -> list[str]:
         """Scores a finished run from its saved weights; each result is stored with its settings.
@@ -306,10 +305,14 @@ class SuiteRunner:
         spec = self.plan.runs[run_id]
         return f"{spec.dataset} {spec.arch} {self._role(run_id)}" + (f" seed {spec.seed}" if spec.seed is not None else "")
 
-    def _teacher_model(self, spec: RunSpec, num_classes: int) -> tuple[torch.nn.Module, dict[str, Any]]:
-        weights = self._weights(spec.teacher)
-        return self._load(spec.teacher, num_classes), {"run_id": spec.teacher, "arch": self.plan.runs[spec.teacher].arch,
-                                                       "weights": str(weights), "sha256": sha256_file(weights)}
+    def _teacher_models(self, spec: RunSpec, num_classes: int) -> tuple[list[torch.nn.Module], list[dict[str, Any]]]:
+        models, infos = [], []
+        for teacher_id in spec.teachers:
+            weights = self._weights(teacher_id)
+            models.append(self._load(teacher_id, num_classes))
+            infos.append({"run_id": teacher_id, "arch": self.plan.runs[teacher_id].arch, "weights": str(weights),
+                          "sha256": sha256_file(weights)})
+        return models, infos
 
     def execute(self, run_id: str, index: int = 1, total: int = 1, claim: Claim | None = None) -> dict[str, Any]:
         spec = self.plan.runs[run_id]
@@ -331,12 +334,14 @@ class SuiteRunner:
             history: list[dict[str, Any]] = []
             resumed_epoch = 0
         else:
-            teacher = None
-            if spec.teacher is not None:
-                teacher, teacher_info = self._teacher_model(spec, data.num_classes)
+            teachers, infos = self._teacher_models(spec, data.num_classes)
+            # one teacher: its record entry and fingerprint as ever; several: a list, and one fingerprint of all
+            teacher_info = infos[0] if len(infos) == 1 else ({"teachers": infos} if infos else None)
+            fingerprint = (infos[0]["sha256"] if len(infos) == 1 else
+                           hashlib.sha256("".join(i["sha256"] for i in infos).encode()).hexdigest() if infos else None)
             job = TrainJob(run_id=run_id, arch=spec.arch, recipe=spec.recipe, seed=spec.seed, method=spec.method,
-                           data=data, workdir=attempt, device=self.device, teacher=teacher,
-                           teacher_sha256=teacher_info["sha256"] if teacher_info else None,
+                           data=data, workdir=attempt, device=self.device, teachers=teachers,
+                           teacher_sha256=fingerprint,
                            callbacks=[self.progress.epoch, *([claim.check] if claim else [])])
             trainer = Trainer(job)
             resumed_epoch = trainer.start_epoch - 1 if trainer.try_resume() else 0
@@ -367,4 +372,4 @@ class SuiteRunner:
 
     def _role(self, run_id: str) -> str:
         rows = dict.fromkeys(c.row for c in self.plan.cells if c.run_id == run_id)
-        return "/".join(rows) or "run"
+        return "/".join(rows) or "assistant"

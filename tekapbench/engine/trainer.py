@@ -86,14 +86,19 @@ class TrainJob:
     data: ImageSplits
     workdir: Path
     device: torch.device
-    teacher: nn.Module | None = None
-    teacher_sha256: str | None = None  # fingerprint of the teacher's weights: a resume must use the same
+    teacher: nn.Module | None = None  # shorthand for teachers=[teacher]
+    teacher_sha256: str | None = None  # fingerprint of the teachers' weights: a resume must use the same
     callbacks: list[EpochCallback] = field(default_factory=list)
+    teachers: list[nn.Module] = field(default_factory=list)  # teacher first, then its assistants
+
+    def __post_init__(self):
+        if self.teacher is not None and not self.teachers:
+            self.teachers = [self.teacher]
 
 
 class Trainer:
     def __init__(self, job: TrainJob):
-        if job.method.needs_teacher and job.teacher is None:
+        if job.method.needs_teacher and not job.teachers:
             raise ValueError(f"run {job.run_id}: the method needs a teacher")
         self.job = job
         self.device = job.device
@@ -101,7 +106,7 @@ class Trainer:
         seed_everything(derive_seed(job.seed, "init"))
         data = job.data
         self.model = self._prepare(create_model(job.arch, data.num_classes))
-        self.teacher = self._prepare(job.teacher).eval() if job.method.needs_teacher else None
+        self.teachers = [self._prepare(t).eval() for t in job.teachers] if job.method.needs_teacher else []
         memory_format = dict(channels_last=self.precision.channels_last)
         self.train_loader = DeviceLoader(data.train_images, data.train_labels, batch_size=job.recipe.batch_size,
                                          device=job.device, mean=data.mean, std=data.std, train=True,
@@ -109,13 +114,15 @@ class Trainer:
         self.test_loader = DeviceLoader(data.test_images, data.test_labels, batch_size=job.recipe.eval_batch_size,
                                         device=job.device, mean=data.mean, std=data.std, train=False, **memory_format)
         context = None
-        if self.teacher is not None:
+        if self.teachers:
+            teachers = tuple(probe_shapes(t, data.image_size, job.device) for t in self.teachers)
             context = DistillContext(
                 student=probe_shapes(self.model, data.image_size, job.device),
-                teacher=probe_shapes(self.teacher, data.image_size, job.device),
+                teacher=teachers[0],
                 num_classes=data.num_classes,
                 train_labels=self.train_loader.labels,
                 device=job.device,
+                teachers=teachers,
             )
         try:
             self.objective = Objective(job.method, context).to(job.device)
@@ -210,9 +217,10 @@ class Trainer:
             with self.precision.autocast(device):
                 student = self.model(batch.images)
                 teacher = None
-                if self.teacher is not None:
+                if self.teachers:
                     with torch.no_grad():
-                        teacher = self.teacher(batch.images)
+                        outputs = tuple(t(batch.images) for t in self.teachers)
+                    teacher = outputs[0] if len(outputs) == 1 else outputs
             losses = self.objective(student, teacher, batch, epoch)
             loss = sum(losses.values())
             total += loss.detach()

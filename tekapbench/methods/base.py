@@ -46,6 +46,11 @@ class DistillContext:
     num_classes: int
     train_labels: torch.Tensor  # int64 (N,), on the training device
     device: torch.device
+    teachers: tuple[FeatureShapes, ...] = ()  # every teacher, for multi-teacher terms (default: (teacher,))
+
+    @property
+    def all_teachers(self) -> tuple[FeatureShapes, ...]:
+        return self.teachers or (self.teacher,)
 
     @property
     def num_train(self) -> int:
@@ -61,6 +66,8 @@ class LossTerm(nn.Module, metaclass=ABCMeta):
 
     #: the ModelOutput fields of the teacher that the term reads; modifiers perturb only these
     reads: ClassVar[frozenset[str]] = frozenset()
+    #: True: ``teacher`` is a tuple of every teacher's ModelOutput (teacher first, then the assistants)
+    multi_teacher: ClassVar[bool] = False
 
     @abstractmethod
     def forward(
@@ -72,6 +79,14 @@ class LossTerm(nn.Module, metaclass=ABCMeta):
         """Reset any random generator the term owns (called by the trainer at each epoch start)."""
 
 
+# Which teachers a run of a method learns from (suite/plan.py builds the runs of each):
+TEACHER_TOPOLOGIES = {
+    "one": "the pair's teacher",
+    "chain": "through the pair's assistants: each from the one before it, the student from the last (TAKD)",
+    "dense": "each assistant from the teacher and the assistants before it, the student from all (DGKD)",
+}
+
+
 @dataclass(frozen=True)
 class MethodEntry:
     name: str
@@ -80,18 +95,24 @@ class MethodEntry:
     ce_weight: float
     weight: float
     description: str = ""
+    teachers: str = "one"  # a key of TEACHER_TOPOLOGIES
 
 
 METHODS: Registry[MethodEntry] = Registry("method")
 
 
-def register_method(name: str, *, params: type[MethodParams] = NoParams, ce_weight: float, weight: float):
-    """Class decorator: ``@register_method("kd", params=KDParams, ce_weight=0.1, weight=0.9)``."""
+def register_method(name: str, *, params: type[MethodParams] = NoParams, ce_weight: float, weight: float,
+                    teachers: str = "one", description: str | None = None):
+    """Class decorator: ``@register_method("kd", params=KDParams, ce_weight=0.1, weight=0.9)``; ``teachers``
+    names the topology of its teachers (TEACHER_TOPOLOGIES). The same term class may be registered under
+    several names (TAKD is KD along a chain of assistants)."""
+    if teachers not in TEACHER_TOPOLOGIES:
+        raise ValueError(f"method {name!r}: teachers={teachers!r}; allowed: {', '.join(TEACHER_TOPOLOGIES)}")
 
     def decorator(term_cls):
         doc = (term_cls.__doc__ or "").strip().splitlines()
         METHODS.register(name)(
-            MethodEntry(name, term_cls, params, ce_weight, weight, doc[0] if doc else "")
+            MethodEntry(name, term_cls, params, ce_weight, weight, description or (doc[0] if doc else ""), teachers)
         )
         return term_cls
 

@@ -81,10 +81,14 @@ class Objective(nn.Module):
             term.reseed(derive_seed(seed, key))
 
     def forward(self, student, teacher, batch, epoch: int) -> dict[str, torch.Tensor]:
+        """``teacher``: the teacher's ModelOutput, or a tuple of every teacher's (multi-teacher runs);
+        a single-teacher term sees the first of them."""
+        teachers = teacher if isinstance(teacher, tuple) else (teacher,)
         with torch.autocast(device_type=student.logits.device.type, enabled=False):
             losses = {}
             if self.ce_weight:
                 losses["ce"] = self.ce_weight * F.cross_entropy(student.logits.float(), batch.labels)
             for key, term in self.terms.items():
-                losses[key] = self.weights[key] * term(student, teacher, batch, epoch)
+                seen = teachers if term.multi_teacher else teachers[0]
+                losses[key] = self.weights[key] * term(student, seen, batch, epoch)
             return losses

@@ -121,6 +121,18 @@ def resnet32x4(num_classes: int = 100) -> ResNet:
     return ResNet(32, _WIDE, num_classes)
 
 
+@register_model("resnet20x4")
+def resnet20x4(num_classes: int = 100) -> ResNet:
+    """A teacher assistant between resnet32x4 and resnet8x4 (TAKD, DGKD)."""
+    return ResNet(20, _WIDE, num_classes)
+
+
+@register_model("resnet14x4")
+def resnet14x4(num_classes: int = 100) -> ResNet:
+    """A teacher assistant between resnet32x4 and resnet8x4 (TAKD, DGKD)."""
+    return ResNet(14, _WIDE, num_classes)
+
+
 @register_model("resnet8_tiny")
 def resnet8_tiny(num_classes: int = 100) -> ResNet:
     """Smoke-test student: resnet8 at half width (not a published architecture)."""
@@ -131,3 +143,9 @@ def resnet8_tiny(num_classes: int = 100) -> ResNet:
 def resnet20_tiny(num_classes: int = 100) -> ResNet:
     """Smoke-test teacher: resnet20 at half width (not a published architecture)."""
     return ResNet(20, _TINY, num_classes)
+
+
+@register_model("resnet14_tiny")
+def resnet14_tiny(num_classes: int = 100) -> ResNet:
+    """Smoke-test teacher assistant between resnet20_tiny and resnet8_tiny (not a published architecture)."""
+    return ResNet(14, _TINY, num_classes)

@@ -103,6 +103,7 @@ class TeKAP(LossTerm):
                 f"TeKAP level {self.settings.level!r} changes nothing that {type(base).__name__} reads "
                 f"({', '.join(sorted(type(base).reads))})")
         self.reads = type(base).reads
+        self.multi_teacher = type(base).multi_teacher
         self.generator: torch.Generator | None = None
         self._seed: int | None = None
 
@@ -125,15 +126,19 @@ class TeKAP(LossTerm):
         eta = NOISE[s.noise](shape, self._generator_for(x.device), x.device) * s.sigma
         return s.alpha * eta + (1 - s.alpha) * x
 
-    def synthetic_views(self, teacher: ModelOutput) -> list[ModelOutput]:
-        views = []
-        for _ in range(self.settings.n_teachers):
-            changes = {}
-            for name in sorted(self.perturbed):
-                value = getattr(teacher, name)
-                changes[name] = tuple(map(self._perturb, value)) if isinstance(value, tuple) else self._perturb(value)
-            views.append(teacher.replace(**changes))
-        return views
+    def _perturbed(self, teacher: ModelOutput) -> ModelOutput:
+        changes = {}
+        for name in sorted(self.perturbed):
+            value = getattr(teacher, name)
+            changes[name] = tuple(map(self._perturb, value)) if isinstance(value, tuple) else self._perturb(value)
+        return teacher.replace(**changes)
+
+    def synthetic_views(self, teacher: ModelOutput | tuple[ModelOutput, ...]) -> list:
+        """N synthetic teachers; for a multi-teacher term, N synthetic copies of the whole set, each of
+        its teachers perturbed with its own noise."""
+        if isinstance(teacher, tuple):
+            return [tuple(map(self._perturbed, teacher)) for _ in range(self.settings.n_teachers)]
+        return [self._perturbed(teacher) for _ in range(self.settings.n_teachers)]
 
     def forward(self, student, teacher, batch, epoch, *, primary=True):
         s = self.settings

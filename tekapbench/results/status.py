@@ -27,7 +27,7 @@ def _dependencies(plan: dict[str, Any], run_id: str) -> list[str]:
     """The run's teacher, and for a run without one, the teacher of its table column (its evaluations
     compare with it): the same rule as the runner's."""
     spec = plan["runs"][run_id]
-    deps = [spec.get("teacher")]
+    deps = [spec.get("teacher"), *spec.get("teachers", [])]
     for cell in plan["cells"]:
         if cell["run_id"] == run_id and cell["row"] != "Teacher":
             deps += [c["run_id"] for c in plan["cells"] if c["row"] == "Teacher" and

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from tekapbench.data.base import DATASETS
 from tekapbench.engine.recipe import Recipe, resolve_recipe
 from tekapbench.evaluations.base import evaluation_key
 from tekapbench.errors import ConfigError, UsageError
-from tekapbench.methods.base import METHODS, DistillContext, MethodParams
+from tekapbench.methods.base import METHODS, TEACHER_TOPOLOGIES, DistillContext, MethodParams
 from tekapbench.methods.objective import MethodSpec, Objective, TermSpec
 from tekapbench.models.base import FeatureShapes, create_model, load_weights, probe_shapes
 from tekapbench.modifiers.tekap import LEVEL_FIELDS
@@ -40,9 +40,14 @@ class RunSpec:
     seed: int | None = None
     recipe: Recipe | None = None
     method: MethodSpec | None = None
-    teacher: str | None = None  # the teacher's run id
+    teachers: tuple[str, ...] = ()  # run ids of the teachers it distils from (assistants included), in order
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None
+
+    @property
+    def teacher(self) -> str | None:
+        """The first teacher (the only one, for single-teacher methods)."""
+        return self.teachers[0] if self.teachers else None
 
     def identity(self) -> dict[str, Any]:
         """What the run id hashes: everything that changes the result, nothing that merely names it."""
@@ -50,7 +55,9 @@ class RunSpec:
         if self.kind == "pretrained":
             d["checkpoint_sha256"] = self.checkpoint_sha256
         else:
-            d.update(seed=self.seed, recipe=self.recipe.identity(), method=self.method.to_dict(), teacher=self.teacher)
+            d.update(seed=self.seed, recipe=self.recipe.identity(), method=self.method.to_dict())
+            # one teacher keeps the key of single-teacher runs, so their ids stay what they were
+            d.update(teacher=self.teacher) if len(self.teachers) <= 1 else d.update(teachers=list(self.teachers))
         return d
 
     @property
@@ -152,6 +159,32 @@ class _Planner:
             ce_weight = 1.0  # composite methods (e.g. CRD+KD) keep the full cross-entropy, as RepDistiller does
         return MethodSpec(ce_weight, tuple(terms))
 
+    def topology(self, section: MethodSection, index: int, pair: PairSection, p_index: int) -> str:
+        """How the method's runs learn from teachers: the one topology its terms share."""
+        found = {METHODS.get(t.method).teachers for t in section.term_sections()} - {"one"}
+        if len(found) > 1:
+            self.problems.append((f"methods[{index}]", f"its terms need different teachers ({', '.join(sorted(found))}); "
+                                  "combine terms of one kind"))
+        topology = next(iter(found), "one")
+        if topology != "one" and not pair.assistants:
+            self.problems.append((f"pairs[{p_index}].assistants", (
+                f"methods[{index}] learns {TEACHER_TOPOLOGIES[topology]}: list the assistants' architectures, "
+                f"e.g. assistants = [\"resnet20\"]")))
+        return topology
+
+    def assistants(self, plan: SuitePlan, dataset: str, recipe_name: str, pair: PairSection, seed: int,
+                   method: MethodSpec, teacher_id: str, *, dense: bool) -> list[str]:
+        """The runs of the pair's assistants, each learning by ``method`` (without TeKAP, so that a method
+        with and without TeKAP shares them) from the one before it, or, ``dense``, from all before it."""
+        base = MethodSpec(method.ce_weight, tuple(replace(t, tekap=None) for t in method.terms))
+        ids = [teacher_id]
+        for arch in pair.assistants:
+            recipe = self.recipe(recipe_name, arch, self.suite.recipe.model_dump(), "recipe")
+            spec = RunSpec(kind="train", dataset=dataset, arch=arch, seed=seed, recipe=recipe, method=base,
+                           teachers=tuple(ids) if dense else (ids[-1],))
+            ids.append(plan.add_run(spec))
+        return ids
+
     def teacher_run(self, pair: PairSection, index: int, dataset: str, recipe_name: str, seed: int) -> RunSpec | None:
         if pair.teacher_checkpoint is not None:
             path = Path(pair.teacher_checkpoint).expanduser().resolve()
@@ -201,10 +234,14 @@ class _Planner:
                         continue
                     teacher_id = plan.add_run(teacher)
                     plan.cells.append(Cell(dataset, pair.teacher, pair.student, TEACHER_ROW, seed, teacher_id))
-                    for section, method in zip(suite.methods, methods):
+                    for m_index, (section, method) in enumerate(zip(suite.methods, methods)):
+                        learns_from = ()
+                        if method.needs_teacher:
+                            topology = self.topology(section, m_index, pair, p_index)
+                            learns_from = TOPOLOGIES[topology](self, plan, dataset, recipe_name, pair, teacher_seed,
+                                                               method, teacher_id)
                         spec = RunSpec(kind="train", dataset=dataset, arch=pair.student, seed=seed,
-                                       recipe=student_recipe, method=method,
-                                       teacher=teacher_id if method.needs_teacher else None)
+                                       recipe=student_recipe, method=method, teachers=learns_from)
                         plan.cells.append(Cell(dataset, pair.teacher, pair.student, section.display_label, seed,
                                                plan.add_run(spec)))
         if not self.problems:
@@ -248,13 +285,30 @@ class _Planner:
                 continue
             checked.add(key)
             num_classes = DATASETS.get(spec.dataset).num_classes
-            ctx = DistillContext(student=shapes_of(spec.arch, spec.dataset),
-                                 teacher=shapes_of(cell.teacher, spec.dataset), num_classes=num_classes,
-                                 train_labels=torch.arange(2 * num_classes) % num_classes, device=torch.device("cpu"))
+            teachers = tuple(shapes_of(plan.runs[t].arch, spec.dataset) for t in spec.teachers)
+            ctx = DistillContext(student=shapes_of(spec.arch, spec.dataset), teacher=teachers[0],
+                                 num_classes=num_classes, train_labels=torch.arange(2 * num_classes) % num_classes,
+                                 device=torch.device("cpu"), teachers=teachers)
             try:
                 Objective(spec.method, ctx)
             except ValueError as exc:
                 self.problems.append((f"methods[{method_index[cell.row]}]", f"{cell.column}: {exc}"))
+
+
+def _one(planner, plan, dataset, recipe_name, pair, seed, method, teacher_id) -> tuple[str, ...]:
+    return (teacher_id,)
+
+
+def _chain(planner, plan, dataset, recipe_name, pair, seed, method, teacher_id) -> tuple[str, ...]:
+    return (planner.assistants(plan, dataset, recipe_name, pair, seed, method, teacher_id, dense=False)[-1],)
+
+
+def _dense(planner, plan, dataset, recipe_name, pair, seed, method, teacher_id) -> tuple[str, ...]:
+    return tuple(planner.assistants(plan, dataset, recipe_name, pair, seed, method, teacher_id, dense=True))
+
+
+# the student's teachers for each topology of methods/base.py's TEACHER_TOPOLOGIES
+TOPOLOGIES = {"one": _one, "chain": _chain, "dense": _dense}
 
 
 def plan_suite(path: Path | str) -> SuitePlan:

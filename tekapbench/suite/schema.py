@@ -102,6 +102,9 @@ class RecipeOverrides(Strict):
 class PairSection(Strict):
     teacher: ArchName
     student: ArchName
+    assistants: list[ArchName] = Field(
+        default_factory=list, description="teacher assistants, from the teacher's side to the student's: "
+                                          "methods that learn through assistants (TAKD, DGKD) train them")
     teacher_checkpoint: str | None = Field(
         None, description="a trained teacher (state dict under key 'model'); the teacher is then not trained")
 

@@ -1,0 +1,150 @@
+"""Methods that learn from several teachers: TAKD (a chain of assistants), DGKD (the teacher and every
+assistant, assistants dropped at random), TeKAP on top of them; their planning into runs and training."""
+import textwrap
+
+import pytest
+import torch
+
+from tekapbench.errors import ConfigError
+from tekapbench.methods import METHODS, MethodSpec, Objective, TermSpec
+from tekapbench.methods.dgkd import DGKDLoss, DGKDParams
+from tekapbench.methods.kd import KDParams
+from tekapbench.modifiers.tekap import TeKAP, TeKAPSettings
+from tekapbench.suite.plan import plan_suite
+
+from test_losses import S, T, Y, batch, kl, out, softmax
+
+A = [[0.5, 0.5, 1.0, -2.0], [1.0, 0.0, 0.5, 0.5]]  # an assistant's logits
+
+
+def kd_by_hand(s, t, temperature=4.0):
+    return sum(kl(softmax(ti, temperature), softmax(si, temperature)) for si, ti in zip(s, t)) / len(s) * temperature**2
+
+
+def test_dgkd_sums_kd_over_the_teacher_and_the_kept_assistants():
+    keep_all = DGKDLoss(DGKDParams(drop_rate=0.0))
+    got = keep_all(out(S), (out(T), out(A)), batch(Y), epoch=1).item()
+    assert got == pytest.approx(kd_by_hand(S, T) + kd_by_hand(S, A), rel=1e-5)
+    mean = DGKDLoss(DGKDParams(drop_rate=0.0, reduction="mean"))
+    assert mean(out(S), (out(T), out(A)), batch(Y), epoch=1).item() == pytest.approx(got / 2, rel=1e-5)
+    alone = DGKDLoss(DGKDParams())
+    assert alone(out(S), (out(T),), batch(Y), epoch=1).item() == pytest.approx(kd_by_hand(S, T), rel=1e-5)
+
+
+def test_dgkd_drops_assistants_at_its_rate_from_its_own_generator_never_the_teacher():
+    term = DGKDLoss(DGKDParams(drop_rate=0.5))
+    term.reseed(7)
+    teacher_only, both = kd_by_hand(S, T), kd_by_hand(S, T) + kd_by_hand(S, A)
+    draws = [term(out(S), (out(T), out(A)), batch(Y), epoch=1).item() for _ in range(400)]
+    assert all(d == pytest.approx(teacher_only, rel=1e-5) or d == pytest.approx(both, rel=1e-5) for d in draws)
+    kept = sum(d == pytest.approx(both, rel=1e-5) for d in draws) / len(draws)
+    assert 0.4 < kept < 0.6
+    term.reseed(7)
+    assert [term(out(S), (out(T), out(A)), batch(Y), epoch=1).item() for _ in range(400)] == draws
+
+
+def test_tekap_on_dgkd_perturbs_every_teacher_and_keeps_the_batchs_drops():
+    tekap = TeKAP(DGKDLoss(DGKDParams(drop_rate=0.0)), TeKAPSettings(level="logit", alpha=0.0))
+    base = kd_by_hand(S, T) + kd_by_hand(S, A)
+    assert tekap.multi_teacher
+    assert tekap(out(S), (out(T), out(A)), batch(Y), epoch=1).item() == pytest.approx((1 + 3 * 0.8) * base, rel=1e-5)
+    noisy = TeKAP(DGKDLoss(DGKDParams(drop_rate=0.0)), TeKAPSettings(level="logit", alpha=0.5))
+    noisy.reseed(0)
+    views = noisy.synthetic_views((out(T), out(A)))
+    assert len(views) == 3 and all(len(v) == 2 for v in views)
+    assert not torch.equal(views[0][0].logits, views[0][1].logits)
+    assert not torch.equal(views[0][0].logits, views[1][0].logits)
+
+
+def test_objective_gives_single_teacher_terms_the_first_teacher():
+    spec = MethodSpec(0.0, (TermSpec("kd", 1.0, KDParams()), TermSpec("dgkd", 1.0, DGKDParams(drop_rate=0.0))))
+    losses = Objective(spec, None)(out(S), (out(T), out(A)), batch(Y), epoch=1)
+    assert losses["kd"].item() == pytest.approx(kd_by_hand(S, T), rel=1e-5)
+    assert losses["dgkd"].item() == pytest.approx(kd_by_hand(S, T) + kd_by_hand(S, A), rel=1e-5)
+
+
+def test_takd_is_kd_on_a_chain():
+    entry = METHODS.get("takd")
+    assert entry.teachers == "chain" and entry.term is METHODS.get("kd").term
+    assert METHODS.get("dgkd").teachers == "dense" and METHODS.get("kd").teachers == "one"
+
+
+SUITE = """
+[suite]
+name = "ta"
+seeds = [0, 1]
+teacher_seed = 0
+
+[data]
+datasets = ["digits"]
+
+[recipe]
+epochs = 2
+
+[[pairs]]
+teacher = "resnet20_tiny"
+student = "resnet8_tiny"
+assistants = ["resnet14_tiny", "resnet8_tiny"]
+
+[[methods]]
+label = "KD"
+method = "kd"
+
+[[methods]]
+label = "TAKD"
+method = "takd"
+
+[[methods]]
+label = "TAKD+TeKAP"
+method = "takd"
+tekap = { level = "logit" }
+
+[[methods]]
+label = "DGKD"
+method = "dgkd"
+"""
+
+
+def _plan(tmp_path, text=SUITE):
+    path = tmp_path / "ta.toml"
+    path.write_text(textwrap.dedent(text))
+    return plan_suite(path)
+
+
+def test_chain_and_dense_teachers_are_planned_as_runs_shared_by_tekap_and_seeds(tmp_path):
+    plan = _plan(tmp_path)
+    cell = {(c.row, c.seed): c.run_id for c in plan.cells}
+    teacher = cell["Teacher", 0]
+    assert plan.runs[cell["KD", 0]].teachers == (teacher,)
+    takd = plan.runs[cell["TAKD", 0]]
+    (last,) = takd.teachers
+    assert plan.runs[last].arch == "resnet8_tiny"
+    (first,) = plan.runs[last].teachers
+    assert plan.runs[first].arch == "resnet14_tiny" and plan.runs[first].teachers == (teacher,)
+    assert all(t.tekap is None for t in plan.runs[last].method.terms)  # assistants learn without TeKAP ...
+    assert plan.runs[cell["TAKD+TeKAP", 0]].teachers == takd.teachers  # ... so TAKD+TeKAP shares them
+    assert plan.runs[cell["TAKD", 1]].teachers == takd.teachers  # teacher_seed: one chain for all seeds
+    dgkd = plan.runs[cell["DGKD", 0]]
+    assert len(dgkd.teachers) == 3 and dgkd.teachers[0] == teacher
+    assert plan.runs[dgkd.teachers[2]].teachers == dgkd.teachers[:2]
+    order = list(plan.runs)
+    for run_id, spec in plan.runs.items():  # every run after the runs it learns from
+        assert all(order.index(t) < order.index(run_id) for t in spec.teachers)
+    # a single-teacher run's identity keeps the key it always had, so its id does not change
+    assert "teacher" in plan.runs[cell["KD", 0]].identity() and "teachers" not in plan.runs[cell["KD", 0]].identity()
+    assert "teachers" in dgkd.identity()
+
+
+def test_a_method_through_assistants_without_assistants_is_refused(tmp_path):
+    text = SUITE.replace('assistants = ["resnet14_tiny", "resnet8_tiny"]\n', "")
+    with pytest.raises(ConfigError) as caught:
+        _plan(tmp_path, text)
+    keys = {key for key, _ in caught.value.problems}
+    assert keys == {"pairs[0].assistants"}
+    assert "TAKD" in str(caught.value) and "assistants = [" in str(caught.value)
+
+
+def test_terms_of_different_topologies_are_refused(tmp_path):
+    text = SUITE + '\n[[methods]]\nlabel = "mix"\nterms = [{ method = "takd" }, { method = "dgkd" }]\n'
+    with pytest.raises(ConfigError, match="different teachers"):
+        _plan(tmp_path, text)

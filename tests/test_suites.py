@@ -75,10 +75,31 @@ def test_transfer_twin_end_to_end(twin):
 
 
 @pytest.mark.slow
+def test_takd_twin_trains_assistants_before_the_students_that_learn_from_them(twin):
+    results = twin("takd_cpu")
+    plan = json.loads((results / "takd_cpu" / "plan.json").read_text())
+    records = {p.parent.parent.name: json.loads(p.read_text())
+               for p in results.glob("takd_cpu/runs/*/attempt-*/record.json")}
+    assert len(records) == len(plan["runs"]) == 8  # teacher, 2 assistants (TAKD's, DGKD's), 5 students
+    rows = {c["row"]: c["run_id"] for c in plan["cells"]}
+    dgkd = records[rows["DGKD"]]
+    assert [t["arch"] for t in dgkd["teacher"]["teachers"]] == ["resnet20_tiny", "resnet14_tiny"]
+    takd = records[rows["TAKD"]]
+    assistant = records[takd["teacher"]["run_id"]]
+    assert assistant["spec"]["arch"] == "resnet14_tiny" and assistant["cells"] == []
+    assert assistant["teacher"]["run_id"] == rows["Teacher"]
+    for record in records.values():
+        for teacher in record["teacher"].get("teachers", [record["teacher"]]) if record["teacher"] else []:
+            assert records[teacher["run_id"]]["provenance"]["finished"] <= record["provenance"]["started"]
+    assert records[rows["TAKD+TeKAP (L)"]]["teacher"]["run_id"] == takd["teacher"]["run_id"]  # one assistant
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("suite,layout,column", [
     ("robustness_cpu", "robustness", "PGD 8/255"),
     ("imbalance_cpu", "imbalance", "resnet20_tiny → resnet8_tiny · few"),
     ("transfer_cpu", "transfer", "digits_0to4 → digits_5to9"),
+    ("takd_cpu", "teacher_assistant", "resnet20_tiny → resnet8_tiny"),
 ])
 def test_each_twin_prints_its_papers_table(twin, capsys, suite, layout, column):
     results = twin(suite)
@@ -87,7 +108,8 @@ def test_each_twin_prints_its_papers_table(twin, capsys, suite, layout, column):
     tables = json.loads(capsys.readouterr().out)
     assert column in tables[0]["columns"]
     values = [c["mean"] for c in tables[0]["cells"] if c["column"] == column]
-    assert len(values) == 4 and all(v is not None for v in values)
+    rows = {c["row"] for c in tables[0]["cells"]}
+    assert len(values) == len(rows) >= 4 and all(v is not None for v in values)
 
 
 @pytest.mark.slow

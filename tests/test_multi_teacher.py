@@ -1,5 +1,6 @@
 """Methods that learn from several teachers: TAKD (a chain of assistants), DGKD (the teacher and every
 assistant, assistants dropped at random), TeKAP on top of them; their planning into runs and training."""
+import math
 import textwrap
 
 import pytest
@@ -148,3 +149,111 @@ def test_terms_of_different_topologies_are_refused(tmp_path):
     text = SUITE + '\n[[methods]]\nlabel = "mix"\nterms = [{ method = "takd" }, { method = "dgkd" }]\n'
     with pytest.raises(ConfigError, match="different teachers"):
         _plan(tmp_path, text)
+
+
+# ---------------------------------------------------------------------------------------- CA-MKD
+
+def test_camkd_confidence_weights_by_hand():
+    from tekapbench.methods.camkd import confidence_weights
+
+    ce = [[-math.log(softmax(t)[y]) for t, y in zip(logits, Y)] for logits in (T, A)]
+    got = confidence_weights([torch.tensor(T), torch.tensor(A)], torch.tensor(Y))
+    for b in range(2):
+        e = [math.exp(ce[k][b]) for k in range(2)]
+        for k in range(2):
+            assert got[k, b].item() == pytest.approx(1 - e[k] / sum(e), rel=1e-5)  # K - 1 = 1
+    assert torch.allclose(got.sum(0), torch.ones(2))
+    # the more confident teacher about the true label gets the larger weight
+    assert (got[0] > got[1]).tolist() == [ce[0][b] < ce[1][b] for b in range(2)]
+
+
+def _camkd(feature_weight: float):
+    from tekapbench.methods import DistillContext
+    from tekapbench.methods.camkd import CAMKDLoss, CAMKDParams
+    from tekapbench.models.base import FeatureShapes
+
+    shapes = FeatureShapes(features=(), embedding_dim=4, num_classes=4)
+    ctx = DistillContext(student=shapes, teacher=shapes, num_classes=4, train_labels=torch.arange(4),
+                         device=torch.device("cpu"), teachers=(shapes, shapes))
+    return CAMKDLoss(CAMKDParams(feature_weight=feature_weight), ctx)
+
+
+def test_camkd_logit_term_is_the_confidence_weighted_kd_by_hand():
+    from tekapbench.methods.camkd import confidence_weights
+
+    term = _camkd(0.0)
+    got = term(out(S), (out(T), out(A)), batch(Y), epoch=1).item()
+    w = confidence_weights([torch.tensor(T), torch.tensor(A)], torch.tensor(Y))
+    expected = sum(w[k, b].item() * kl(softmax(teacher[b], 4.0), softmax(S[b], 4.0))
+                   for k, teacher in enumerate((T, A)) for b in range(2)) / 2 * 16
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_camkd_feature_term_asks_each_teachers_classifier_about_the_regressed_student():
+    from tekapbench.methods.camkd import confidence_weights
+
+    term = _camkd(2.0)
+    with torch.no_grad():
+        for r in term.regressors:
+            r.weight.copy_(torch.eye(4))
+            r.bias.zero_()
+    heads = [torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)]
+    f_s = torch.tensor(S)  # the student's embedding; regressed by the identity
+    f_t = [torch.tensor(T), torch.tensor(A)]
+    teachers = tuple(out(logits, embedding=f).replace(head=h) for logits, f, h in zip((T, A), f_t, heads))
+    got = term(out(S, embedding=f_s), teachers, batch(Y), epoch=1).item()
+    logit_part = _camkd(0.0)(out(S), (out(T), out(A)), batch(Y), epoch=1).item()
+    v = confidence_weights([h(f_s) for h in heads], torch.tensor(Y))
+    mse = torch.stack([(f_s - f).pow(2).mean(1) for f in f_t])
+    assert got == pytest.approx(logit_part + 2.0 * (v * mse).sum(0).mean().item(), rel=1e-5)
+
+
+def test_camkd_learns_from_an_ensemble_of_the_pairs_teacher(tmp_path):
+    text = SUITE + '\n[[methods]]\nlabel = "CA-MKD"\nmethod = "camkd"\n\n[[methods]]\nlabel = "CA-MKD+TeKAP"\n' \
+                   'method = "camkd"\ntekap = { level = "logit" }\n'
+    plan = _plan(tmp_path, text.replace('assistants = [', 'ensemble = 3\nassistants = ['))
+    cell = {(c.row, c.seed): c.run_id for c in plan.cells}
+    camkd = plan.runs[cell["CA-MKD", 1]]
+    assert camkd.teachers[0] == cell["Teacher", 1] and len(camkd.teachers) == 3
+    assert [plan.runs[t].seed for t in camkd.teachers] == [0, 1, 2]  # teacher_seed 0, then + 1, + 2
+    assert {plan.runs[t].arch for t in camkd.teachers} == {"resnet20_tiny"}
+    assert plan.runs[cell["CA-MKD+TeKAP", 0]].teachers == camkd.teachers
+
+
+@pytest.mark.slow
+def test_camkd_with_feature_level_tekap_trains_end_to_end(tmp_path):
+    import json
+
+    from tekapbench.cli import main
+
+    path = tmp_path / "camkd.toml"
+    path.write_text(textwrap.dedent("""
+        [suite]
+        name = "camkd"
+        seeds = [0]
+        cpu_threads = 1
+
+        [data]
+        datasets = ["digits"]
+
+        [recipe]
+        epochs = 1
+
+        [[pairs]]
+        teacher = "resnet8_tiny"
+        student = "resnet8_tiny"
+        ensemble = 2
+
+        [[methods]]
+        label = "CA-MKD+TeKAP (F)"
+        method = "camkd"
+        tekap = { level = "feature" }
+    """))
+    results = tmp_path / "results"
+    assert main(["run", str(path), "--results", str(results), "--quiet"]) == 0
+    records = [json.loads(p.read_text()) for p in results.glob("camkd/runs/*/attempt-*/record.json")]
+    assert len(records) == 3  # two teachers (seeds 0 and 1) and the student
+    student = next(r for r in records if r["teacher"])
+    assert [t["arch"] for t in student["teacher"]["teachers"]] == ["resnet8_tiny", "resnet8_tiny"]
+    terms = student["history"][-1]["loss_terms"]
+    assert set(terms) == {"ce", "camkd+tekap"} and all(math.isfinite(v) and v > 0 for v in terms.values())

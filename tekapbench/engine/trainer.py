@@ -106,7 +106,9 @@ class Trainer:
         seed_everything(derive_seed(job.seed, "init"))
         data = job.data
         self.model = self._prepare(create_model(job.arch, data.num_classes))
-        self.teachers = [self._prepare(t).eval() for t in job.teachers] if job.method.needs_teacher else []
+        # frozen: a term may pass student tensors through a teacher's classifier (CA-MKD)
+        self.teachers = ([self._prepare(t).eval().requires_grad_(False) for t in job.teachers]
+                         if job.method.needs_teacher else [])
         memory_format = dict(channels_last=self.precision.channels_last)
         self.train_loader = DeviceLoader(data.train_images, data.train_labels, batch_size=job.recipe.batch_size,
                                          device=job.device, mean=data.mean, std=data.std, train=True,

@@ -84,7 +84,9 @@ TEACHER_TOPOLOGIES = {
     "one": "the pair's teacher",
     "chain": "through the pair's assistants: each from the one before it, the student from the last (TAKD)",
     "dense": "each assistant from the teacher and the assistants before it, the student from all (DGKD)",
+    "ensemble": "several teachers of the pair's architecture, trained with other seeds (CA-MKD)",
 }
+THROUGH_ASSISTANTS = frozenset({"chain", "dense"})  # topologies that need the pair's assistants
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ Every network returns logits plus its stage features, so a distiller never needs
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +28,9 @@ class ModelOutput:
     features: tuple[torch.Tensor, ...]
     preact_features: tuple[torch.Tensor, ...]
     embedding: torch.Tensor
+    # the classifier that maps an embedding to logits (CA-MKD asks a teacher's classifier how confident it
+    # is about the student's regressed embedding); not compared, not perturbed
+    head: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, compare=False, repr=False)
 
     def replace(self, **changes) -> "ModelOutput":
         return replace(self, **changes)

@@ -73,4 +73,5 @@ def classify(
         features=tuple(features),
         preact_features=tuple(preact_features),
         embedding=embedding,
+        head=classifier,
     )

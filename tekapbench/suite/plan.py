@@ -18,7 +18,7 @@ from tekapbench.data.base import DATASETS
 from tekapbench.engine.recipe import Recipe, resolve_recipe
 from tekapbench.evaluations.base import evaluation_key
 from tekapbench.errors import ConfigError, UsageError
-from tekapbench.methods.base import METHODS, TEACHER_TOPOLOGIES, DistillContext, MethodParams
+from tekapbench.methods.base import METHODS, TEACHER_TOPOLOGIES, THROUGH_ASSISTANTS, DistillContext, MethodParams
 from tekapbench.methods.objective import MethodSpec, Objective, TermSpec
 from tekapbench.models.base import FeatureShapes, create_model, load_weights, probe_shapes
 from tekapbench.modifiers.tekap import LEVEL_FIELDS
@@ -166,7 +166,7 @@ class _Planner:
             self.problems.append((f"methods[{index}]", f"its terms need different teachers ({', '.join(sorted(found))}); "
                                   "combine terms of one kind"))
         topology = next(iter(found), "one")
-        if topology != "one" and not pair.assistants:
+        if topology in THROUGH_ASSISTANTS and not pair.assistants:
             self.problems.append((f"pairs[{p_index}].assistants", (
                 f"methods[{index}] learns {TEACHER_TOPOLOGIES[topology]}: list the assistants' architectures, "
                 f"e.g. assistants = [\"resnet20\"]")))
@@ -307,8 +307,19 @@ def _dense(planner, plan, dataset, recipe_name, pair, seed, method, teacher_id) 
     return tuple(planner.assistants(plan, dataset, recipe_name, pair, seed, method, teacher_id, dense=True))
 
 
+def _ensemble(planner, plan, dataset, recipe_name, pair, seed, method, teacher_id) -> tuple[str, ...]:
+    """The pair's teacher and ``pair.ensemble - 1`` more of its architecture, seeds ``seed + k``."""
+    first = plan.runs[teacher_id]
+    if first.kind == "pretrained":
+        planner.problems.append(("pairs", f"an ensemble method needs teachers it trains itself; the pair "
+                                 f"{pair.teacher} -> {pair.student} gives a teacher_checkpoint"))
+        return (teacher_id,)
+    others = [plan.add_run(replace(first, seed=seed + k)) for k in range(1, pair.ensemble)]
+    return (teacher_id, *others)
+
+
 # the student's teachers for each topology of methods/base.py's TEACHER_TOPOLOGIES
-TOPOLOGIES = {"one": _one, "chain": _chain, "dense": _dense}
+TOPOLOGIES = {"one": _one, "chain": _chain, "dense": _dense, "ensemble": _ensemble}
 
 
 def plan_suite(path: Path | str) -> SuitePlan:

@@ -105,6 +105,8 @@ class PairSection(Strict):
     assistants: list[ArchName] = Field(
         default_factory=list, description="teacher assistants, from the teacher's side to the student's: "
                                           "methods that learn through assistants (TAKD, DGKD) train them")
+    ensemble: int = Field(3, ge=2, description="teachers of an ensemble method (CA-MKD): the pair's teacher "
+                                                "and more of its architecture, seeds teacher seed + 1, + 2, ...")
     teacher_checkpoint: str | None = Field(
         None, description="a trained teacher (state dict under key 'model'); the teacher is then not trained")
 

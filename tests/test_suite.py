@@ -120,7 +120,7 @@ terms = [
     (("[recipe]", "[recipe]\nepoch = 3"), "recipe.epoch", "unknown key"),
     (("epochs = 2", 'epochs = "two"'), "recipe.epochs", "valid integer"),
     (('student = "resnet8_tiny"', 'student = "resnet9"'), "pairs[0].student", "allowed: MobileNetV2"),
-    (('method = "kd"\n', 'method = "kdd"\n'), "methods[1].method", "unknown method 'kdd'; allowed: crd, dgkd, dkd"),
+    (('method = "kd"\n', 'method = "kdd"\n'), "methods[1].method", "unknown method 'kdd'; allowed: camkd, crd, dgkd, dkd, fitnet, kd"),
     (('datasets = ["digits"]', 'datasets = ["cifar10"]'), "data.datasets[0]", "unknown dataset 'cifar10'; allowed: cifar100"),
     (('level = "logit"', 'level = "pixel"'), "methods[2].tekap.level", "'logit' or 'feature'"),
     (('level = "logit"', 'level = "feature"'), "methods[2].tekap.level", "changes nothing that kd reads"),

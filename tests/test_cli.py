@@ -5,6 +5,7 @@ import textwrap
 import pytest
 
 from tekapbench.cli import main
+from tekapbench.methods import METHODS
 from tekapbench.engine import trainer as trainer_module
 
 SUITE = """
@@ -109,7 +110,7 @@ def test_a_bad_suite_exits_2_naming_file_and_key_and_runs_nothing(tmp_path, suit
     results = tmp_path / "results"
     assert main(["run", str(suite), "--results", str(results)]) == 2
     err = capsys.readouterr().err
-    assert str(suite) in err and "methods[1].method" in err and "allowed: crd, dkd, fitnet, kd, vanilla" in err
+    assert str(suite) in err and "methods[1].method" in err and f"allowed: {', '.join(METHODS.names())}" in err
     assert not results.exists()
 
 

@@ -12,8 +12,9 @@ A gates file (TOML) lists the ratios::
     per_item = false                                 # true: divide each by extra_info["items"] first
 
 A name may also point at seconds a benchmark measured itself and stored in its ``extra_info``:
-``"test_steps@kd_seconds"``. That is how two variants timed in alternation within one benchmark (the
-fairest side by side on a shared machine) are compared.
+``"test_steps@kd_seconds"``; and ``measured = "test_steps@ratio"`` gates a ratio the benchmark measured
+itself, e.g. the median over rounds of two variants timed back to back in each round (the fairest side
+by side on a shared machine: a slow moment slows both of a pair).
 """
 from __future__ import annotations
 
@@ -34,8 +35,9 @@ class RatioGate(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     name: str
-    numerator: str
-    denominator: str
+    numerator: str | None = None
+    denominator: str | None = None
+    measured: str | None = Field(None, description="a ratio a benchmark measured itself: 'name@key' of extra_info")
     min: float | None = Field(None, gt=0)
     max: float | None = Field(None, gt=0)
     stat: Literal["min", "median", "mean"] = "min"
@@ -46,7 +48,20 @@ class RatioGate(BaseModel):
     def _has_a_bound(self) -> "RatioGate":
         if self.min is None and self.max is None:
             raise ValueError("give min, max or both")
+        if (self.measured is None) == (self.numerator is None or self.denominator is None):
+            raise ValueError("give numerator and denominator, or measured (a ratio stored by a benchmark)")
+        if self.measured is not None and "@" not in self.measured:
+            raise ValueError("measured names a benchmark's extra_info entry: 'name@key'")
         return self
+
+    @property
+    def references(self) -> list[str]:
+        return [self.measured] if self.measured else [self.numerator, self.denominator]
+
+    def source(self) -> str:
+        if self.measured:
+            return self.measured
+        return f"{self.numerator} / {self.denominator} ({self.stat}" + (", per item)" if self.per_item else ")")
 
     def bound(self) -> str:
         return " and ".join(([f">= {self.min:g}"] if self.min is not None else [])
@@ -130,12 +145,18 @@ def _seconds(benchmarks: dict[str, dict], reference: str, gate: RatioGate) -> fl
 def check_ratios(gates: list[RatioGate], benchmarks: dict[str, dict]) -> list[RatioVerdict]:
     verdicts = []
     for gate in gates:
-        absent = [n for n in (gate.numerator, gate.denominator) if _split(n)[0] not in benchmarks]
+        absent = [n for n in gate.references if _split(n)[0] not in benchmarks]
         if absent:
             verdicts.append(RatioVerdict(gate, None, "missing", f"not measured: {', '.join(absent)}"))
             continue
         try:
-            value = _seconds(benchmarks, gate.numerator, gate) / _seconds(benchmarks, gate.denominator, gate)
+            if gate.measured:
+                name, key = _split(gate.measured)
+                value = benchmarks[name].get("extra_info", {}).get(key)
+                if not isinstance(value, (int, float)):
+                    raise KeyError(f"{name} has no number extra_info[{key!r}]")
+            else:
+                value = _seconds(benchmarks, gate.numerator, gate) / _seconds(benchmarks, gate.denominator, gate)
         except (KeyError, ZeroDivisionError) as exc:
             verdicts.append(RatioVerdict(gate, None, "missing", str(exc).strip("'\"")))
             continue
@@ -150,9 +171,8 @@ def _number(value: float | None) -> str:
 
 def render_ratios(verdicts: list[RatioVerdict]) -> str:
     rows = [[v.status.upper() if v.failed else v.status, v.gate.name, _number(v.value),
-             v.gate.bound(), f"{v.gate.numerator} / {v.gate.denominator} ({v.gate.stat}"
-             + (", per item)" if v.gate.per_item else ")"), v.detail] for v in verdicts]
+             v.gate.bound(), v.gate.source(), v.detail] for v in verdicts]
     failed = sum(v.failed for v in verdicts)
-    return (tabulate(rows, headers=["status", "ratio", "measured", "required", "benchmarks (seconds)", "note"],
+    return (tabulate(rows, headers=["status", "ratio", "measured", "required", "from (seconds or a measured ratio)", "note"],
                      tablefmt="simple", disable_numparse=True)
             + f"\n{len(verdicts)} speed ratio(s): {len(verdicts) - failed} ok, {failed} failed")

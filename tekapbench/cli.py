@@ -41,7 +41,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"suite {plan.name} ({plan.source}): {len(plan.runs)} runs, {len(pending)} to run on {where}, "
               f"{evaluations} evaluation(s) to compute")
         for run_id, spec in plan.runs.items():
-            rows = "/".join(dict.fromkeys(c.row for c in plan.cells if c.run_id == run_id)) or "(assistant)"
+            rows = "/".join(dict.fromkeys(c.row for c in plan.cells if c.run_id == run_id)) or (
+                "(assistant)" if spec.teachers else "(ensemble)")
             what = spec.method.describe() if spec.method else f"checkpoint {spec.checkpoint}"
             seed = "" if spec.seed is None else f"seed {spec.seed}"
             state = "to run" if run_id in pending else "done"

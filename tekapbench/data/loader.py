@@ -19,7 +19,7 @@ image, the plain or the mirrored copy (faster than a broadcast ``torch.where`` o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import torch
@@ -31,6 +31,8 @@ class Batch:
     images: torch.Tensor  # float32, normalized, (B, C, H, W), on device (channels_last if requested)
     labels: torch.Tensor  # int64 (B,)
     indices: torch.Tensor  # int64 (B,): positions of these images in the split (CRD's memory bank)
+    # other views of the same images, by name: (student output, teacher output(s)), filled by the trainer
+    views: dict = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)

@@ -372,4 +372,4 @@ class SuiteRunner:
 
     def _role(self, run_id: str) -> str:
         rows = dict.fromkeys(c.row for c in self.plan.cells if c.run_id == run_id)
-        return "/".join(rows) or "assistant"
+        return "/".join(rows) or ("assistant" if self.plan.runs[run_id].teachers else "ensemble teacher")

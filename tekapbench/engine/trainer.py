@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +21,7 @@ from torch import nn
 from tekapbench.atomic import save_torch
 from tekapbench.data.base import ImageSplits
 from tekapbench.data.loader import DeviceLoader
+from tekapbench.data.strong import strong_view
 from tekapbench.engine.recipe import Recipe
 from tekapbench.errors import TrainingDivergedError, UsageError
 from tekapbench.methods.base import DistillContext
@@ -215,14 +216,14 @@ class Trainer:
         total = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         seen = 0
+        views = self.objective.views
+        strong = make_generator(derive_seed(job.seed, "strong", epoch), device) if "strong" in views else None
         for step, batch in enumerate(batches):
             with self.precision.autocast(device):
-                student = self.model(batch.images)
-                teacher = None
-                if self.teachers:
-                    with torch.no_grad():
-                        outputs = tuple(t(batch.images) for t in self.teachers)
-                    teacher = outputs[0] if len(outputs) == 1 else outputs
+                student, teacher = self._forward(batch.images)
+                if strong is not None:
+                    batch = replace(batch, views={"strong": self._forward(
+                        strong_view(batch.images, job.data.mean, job.data.std, strong))})
             losses = self.objective(student, teacher, batch, epoch)
             loss = sum(losses.values())
             total += loss.detach()
@@ -240,6 +241,15 @@ class Trainer:
             self._diverged(epoch, step, losses)
         return {"train_loss": total.item() / steps, "train_acc": 100.0 * correct.item() / seen,
                 "loss_terms": {name: float(v) / steps for name, v in sums.items()}}
+
+    def _forward(self, images: torch.Tensor):
+        """The student's output and the teacher's (a tuple of every teacher's, when there are several)."""
+        student = self.model(images)
+        if not self.teachers:
+            return student, None
+        with torch.no_grad():
+            outputs = tuple(t(images) for t in self.teachers)
+        return student, outputs[0] if len(outputs) == 1 else outputs
 
     def _diverged(self, epoch: int, step: int, losses: dict[str, torch.Tensor]) -> None:
         terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())

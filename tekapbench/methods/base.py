@@ -68,6 +68,9 @@ class LossTerm(nn.Module, metaclass=ABCMeta):
     reads: ClassVar[frozenset[str]] = frozenset()
     #: True: ``teacher`` is a tuple of every teacher's ModelOutput (teacher first, then the assistants)
     multi_teacher: ClassVar[bool] = False
+    #: other views of the batch the term compares on (e.g. "strong", data/strong.py); the trainer runs
+    #: student and teachers on them and hands the outputs over in ``batch.views[name]``
+    views: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     def forward(

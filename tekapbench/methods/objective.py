@@ -76,6 +76,11 @@ class Objective(nn.Module):
             self.terms[key] = term
             self.weights[key] = term_spec.weight
 
+    @property
+    def views(self) -> frozenset[str]:
+        """The other views of a batch that some term compares on."""
+        return frozenset().union(*(term.views for term in self.terms.values()))
+
     def reseed(self, seed: int) -> None:
         for key, term in self.terms.items():
             term.reseed(derive_seed(seed, key))

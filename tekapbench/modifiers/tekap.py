@@ -14,6 +14,7 @@ CRD+TeKAP(F), ... are the base methods unchanged.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import torch
@@ -104,6 +105,7 @@ class TeKAP(LossTerm):
                 f"({', '.join(sorted(type(base).reads))})")
         self.reads = type(base).reads
         self.multi_teacher = type(base).multi_teacher
+        self.views = type(base).views
         self.generator: torch.Generator | None = None
         self._seed: int | None = None
 
@@ -133,16 +135,24 @@ class TeKAP(LossTerm):
             changes[name] = tuple(map(self._perturb, value)) if isinstance(value, tuple) else self._perturb(value)
         return teacher.replace(**changes)
 
+    def _perturbed_set(self, teacher):
+        return tuple(map(self._perturbed, teacher)) if isinstance(teacher, tuple) else self._perturbed(teacher)
+
     def synthetic_views(self, teacher: ModelOutput | tuple[ModelOutput, ...]) -> list:
         """N synthetic teachers; for a multi-teacher term, N synthetic copies of the whole set, each of
         its teachers perturbed with its own noise."""
-        if isinstance(teacher, tuple):
-            return [tuple(map(self._perturbed, teacher)) for _ in range(self.settings.n_teachers)]
-        return [self._perturbed(teacher) for _ in range(self.settings.n_teachers)]
+        return [self._perturbed_set(teacher) for _ in range(self.settings.n_teachers)]
+
+    def _with_views_perturbed(self, batch):
+        """The batch with the teacher's outputs on its other views (MLKD's strong view) perturbed too."""
+        if not batch.views:
+            return batch
+        return replace(batch, views={name: (s, self._perturbed_set(t)) for name, (s, t) in batch.views.items()})
 
     def forward(self, student, teacher, batch, epoch, *, primary=True):
         s = self.settings
         loss = s.real_weight * self.base(student, teacher, batch, epoch, primary=primary)
         for view in self.synthetic_views(teacher):
-            loss = loss + s.synthetic_weight * self.base(student, view, batch, epoch, primary=False)
+            loss = loss + s.synthetic_weight * self.base(student, view, self._with_views_perturbed(batch), epoch,
+                                                         primary=False)
         return loss

@@ -100,6 +100,7 @@ def test_takd_twin_trains_assistants_before_the_students_that_learn_from_them(tw
     ("imbalance_cpu", "imbalance", "resnet20_tiny → resnet8_tiny · few"),
     ("transfer_cpu", "transfer", "digits_0to4 → digits_5to9"),
     ("takd_cpu", "teacher_assistant", "resnet20_tiny → resnet8_tiny"),
+    ("sota_cpu", "sota", "resnet20_tiny → resnet8_tiny · base"),
 ])
 def test_each_twin_prints_its_papers_table(twin, capsys, suite, layout, column):
     results = twin(suite)

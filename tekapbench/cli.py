@@ -226,7 +226,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from tekapbench.data import DATASETS
     from tekapbench.evaluations import EVALUATIONS
+    from tekapbench.execution import EXECUTORS
     from tekapbench.methods import METHODS
+    from tekapbench.methods.base import TEACHER_TOPOLOGIES
     from tekapbench.plots import PLOTS
     from tekapbench.models import MODELS, create_model
     from tekapbench.tables import FORMATS, LAYOUTS
@@ -236,10 +238,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
             params = sum(p.numel() for p in create_model(name, 100).parameters())
             return f"{params / 1e6:6.2f}M parameters at 100 classes"
         entry = registries[kind].get(name)
-        return getattr(entry, "description", "") or (getattr(entry, "__doc__", "") or "").strip().split("\n")[0]
+        text = getattr(entry, "description", "") or (getattr(entry, "__doc__", "") or "").strip().split("\n")[0]
+        if kind == "methods" and entry.teachers != "one":  # whom it learns from, when not just the teacher
+            text += f" [teachers: {TEACHER_TOPOLOGIES[entry.teachers]}]"
+        return text
 
     registries = {"models": MODELS, "datasets": DATASETS, "methods": METHODS, "evaluations": EVALUATIONS,
-                  "layouts": LAYOUTS, "formats": FORMATS, "plots": PLOTS}
+                  "layouts": LAYOUTS, "formats": FORMATS, "plots": PLOTS, "executors": EXECUTORS}
     for kind in [args.kind] if args.kind else registries:
         print(f"{kind}:")
         for name in registries[kind].names():
@@ -318,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = sub.add_parser("list", help="list what is registered: models, datasets, methods, evaluations, ...")
     listing.add_argument("kind", nargs="?",
-                         choices=["models", "datasets", "methods", "evaluations", "layouts", "formats", "plots"])
+                         choices=["models", "datasets", "methods", "evaluations", "layouts", "formats", "plots",
+                                  "executors"])
     listing.set_defaults(func=_cmd_list)
     return parser
 

@@ -144,10 +144,14 @@ def test_a_setting_an_architecture_cannot_run_stops_before_training(tmp_path, su
 def test_list_shows_what_is_registered(capsys):
     assert main(["list", "methods"]) == 0
     out = capsys.readouterr().out
-    for name in ("vanilla", "kd", "crd", "fitnet", "dkd"):
+    for name in ("vanilla", "kd", "crd", "fitnet", "dkd", "mlkd", "takd", "dgkd", "camkd"):
         assert f"  {name} " in out
+    assert "[teachers: through the pair's assistants" in out and "[teachers: several teachers" in out
     assert main(["list", "datasets"]) == 0
     assert "cifar100" in capsys.readouterr().out
+    assert main(["list", "executors"]) == 0
+    out = capsys.readouterr().out
+    assert "  local " in out and "  slurm " in out
 
 
 def test_an_interrupted_forced_rerun_is_resumed_without_force(tmp_path, suite):

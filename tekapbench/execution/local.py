@@ -48,6 +48,7 @@ def _relay(process: subprocess.Popen, prefix: str) -> None:
 
 @register_executor("local")
 def run_local(request: Request) -> None:
+    """This machine: the runs in order, or one worker process per visible GPU (--workers N)."""
     slots = worker_slots(request)
     if not slots:
         device = pick_device(request.device)

@@ -174,6 +174,7 @@ def queue_lookup(store: ResultStore):
 
 @register_executor("slurm")
 def run_slurm(request: Request) -> None:
+    """A Slurm cluster through submitit: one array task per run, teachers first (--slurm KEY=VALUE)."""
     record = submit(request)
     jobs = record["jobs"]
     say = (lambda text: None) if request.quiet else (lambda text: print(text, file=sys.stderr, flush=True))

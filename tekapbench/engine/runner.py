@@ -21,7 +21,7 @@ from tekapbench.models.base import create_model, load_weights
 from tekapbench.progress import Progress
 from tekapbench.results.provenance import provenance, sha256_file, tensors_sha256
 from tekapbench.results.store import ResultStore
-from tekapbench.suite.plan import TEACHER_ROW, EvaluationSpec, RunSpec, SuitePlan
+from tekapbench.suite.plan import EvaluationSpec, RunSpec, SuitePlan
 
 RECORD_FORMAT = 1
 
@@ -97,15 +97,19 @@ class SuiteRunner:
 
     def pending_evaluations(self, trained: set[str] = frozenset()) -> dict[str, list[EvaluationSpec]]:
         """Evaluations without a stored result, by run (runs about to be trained have none yet)."""
-        specs = list({e.key: e for e in self.plan.evaluations}.values())
         missing = {}
         for run_id in self.plan.runs:
             if self.only is not None and run_id not in self.only:
                 continue
-            todo = [e for e in specs if run_id in trained or not self.store.has_evaluation(run_id, e.key)]
+            todo = self.missing_evaluations(run_id, trained=run_id in trained)
             if todo:
                 missing[run_id] = todo
         return missing
+
+    def missing_evaluations(self, run_id: str, *, trained: bool) -> list[EvaluationSpec]:
+        """The run's evaluations without a stored result (all of them for a run just trained)."""
+        specs = list({e.key: e for e in self.plan.evaluations}.values())
+        return [e for e in specs if trained or not self.store.has_evaluation(run_id, e.key)]
 
     def run(self) -> list[str]:
         """Trains every pending run, then computes every missing evaluation; returns the trained ids."""
@@ -153,12 +157,6 @@ class SuiteRunner:
                                   "what failed (`tekapbench status` lists every run)")
         return outcome.trained
 
-    def dependencies(self, run_id: str) -> list[str]:
-        """Runs that must be finished first: the teacher it distils from, and the teacher its evaluations
-        compare it with (a vanilla student's column teacher)."""
-        deps = [*self.plan.runs[run_id].teachers, self.teacher_of(run_id)]
-        return [d for d in dict.fromkeys(deps) if d is not None and d != run_id]
-
     def work(self, run_ids: list[str], *, train: set[str]) -> "Outcome":
         """Trains (``train``) and evaluates each run once its dependencies are done, each under a claim:
         a run another process holds is waited for, not done twice; a run whose dependency failed is
@@ -166,26 +164,29 @@ class SuiteRunner:
         outcome = Outcome()
         remaining = list(run_ids)
         index = 0
-        waiting_since = None
+        announced = False  # the note about waiting for other processes, once per wait
+
+        def skip(run_id: str, reason: str) -> None:
+            outcome.skipped[run_id] = reason
+            self.progress.note(f"skipping {self._label(run_id)}: {reason}")
+
         while remaining:
             still, progressed = [], False
             for run_id in remaining:
-                blocked = next((d for d in self.dependencies(run_id) if d in outcome.failed or d in outcome.skipped),
-                               None)
+                dependencies = self.plan.dependencies(run_id)
+                blocked = next((d for d in dependencies if d in outcome.failed or d in outcome.skipped), None)
                 if blocked is not None:
                     reason = outcome.failed.get(blocked) or outcome.skipped.get(blocked)
-                    outcome.skipped[run_id] = f"its teacher {self._label(blocked)} did not finish ({reason})"
-                    self.progress.note(f"skipping {self._label(run_id)}: {outcome.skipped[run_id]}")
+                    skip(run_id, f"its teacher {self._label(blocked)} did not finish ({reason})")
                     continue
-                missing = [d for d in self.dependencies(run_id) if not self.store.is_done(d)]
+                missing = [d for d in dependencies if not self.store.is_done(d)]
                 # a dependency that is neither ours to run nor held by a live process will not get done
                 # while we wait (it failed earlier, or belongs to another Slurm task that ended)
                 orphan = next((d for d in missing if d not in remaining and not self._held_elsewhere(d)), None)
                 if orphan is not None:
                     failure = self.store.failure(orphan)
-                    outcome.skipped[run_id] = (f"its teacher {self._label(orphan)} is not finished"
-                                               + (f" ({failure['error']})" if failure else ""))
-                    self.progress.note(f"skipping {self._label(run_id)}: {outcome.skipped[run_id]}")
+                    skip(run_id, f"its teacher {self._label(orphan)} is not finished"
+                         + (f" ({failure['error']})" if failure else ""))
                     continue
                 if missing:
                     still.append(run_id)
@@ -197,15 +198,15 @@ class SuiteRunner:
                     progressed = True
                     index += result == "trained"
             if still and not progressed:
-                if waiting_since is None:
-                    waiting_since = time.monotonic()
+                if not announced:
+                    announced = True
                     holders = {r: c.holder() for r in still if (c := current_claim(self.store.run_dir(r)))
                                and c.is_live()}
                     self.progress.note(f"waiting for {len(still)} run(s) that other processes hold or need: "
                                        + "; ".join(f"{self._label(r)} ({h})" for r, h in holders.items()))
                 time.sleep(self.poll)
             elif progressed:
-                waiting_since = None
+                announced = False
             remaining = still
         return outcome
 
@@ -234,7 +235,7 @@ class SuiteRunner:
                     outcome.failed[run_id] = error
                     return "failed"
                 outcome.trained.append(run_id)
-            specs = self.pending_evaluations({run_id} if must_train else set()).get(run_id, [])
+            specs = self.missing_evaluations(run_id, trained=must_train)
             if specs:
                 self._eval_index += 1
                 outcome.failed_evaluations += self.evaluate(run_id, specs, self._eval_index, self._eval_total)
@@ -250,21 +251,12 @@ class SuiteRunner:
         load_weights(self._weights(run_id), model, what=f"{spec.arch} of run {run_id}")
         return model.to(self.device).eval()
 
-    def teacher_of(self, run_id: str) -> str | None:
-        """The teacher a run is compared with: its table column's teacher (for a vanilla student too, and
-        for a student that learnt through assistants), or, for an assistant, the first it learnt from."""
-        teachers = {(c.dataset, c.teacher, c.student, c.seed): c.run_id for c in self.plan.cells if c.row == TEACHER_ROW}
-        for cell in self.plan.cells:
-            if cell.run_id == run_id and cell.row != TEACHER_ROW:
-                return teachers.get((cell.dataset, cell.teacher, cell.student, cell.seed))
-        return self.plan.runs[run_id].teacher
-
     def evaluate(self, run_id: str, specs: list[EvaluationSpec], index: int = 1, total: int = 1) -> list[str]:
         """Scores a finished run from its saved weights; each result is stored with its settings.
         Returns the evaluations that failed (after a note each): the others still run."""
         spec = self.plan.runs[run_id]
         data = self.dataset(spec.dataset)
-        teacher_id = self.teacher_of(run_id)
+        teacher_id = self.plan.teacher_of(run_id)
         ctx = EvalContext(model=self._load(run_id, data.num_classes), data=data, device=self.device,
                           data_options=self._data_options(),
                           load_teacher=(lambda: self._load(teacher_id, data.num_classes)) if teacher_id else None,

@@ -60,7 +60,7 @@ def stages(runner: SuiteRunner, run_ids: list[str]) -> list[list[str]]:
     """The runs in dependency order: stage k holds the runs whose dependencies are in stages < k."""
     todo, placed, result = list(run_ids), set(), []
     while todo:
-        stage = [r for r in todo if all(d in placed or d not in run_ids for d in runner.dependencies(r))]
+        stage = [r for r in todo if all(d in placed or d not in run_ids for d in runner.plan.dependencies(r))]
         if not stage:
             raise TekapbenchError(f"circular dependencies among runs {', '.join(todo)}")
         result.append(stage)

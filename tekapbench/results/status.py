@@ -23,19 +23,6 @@ class RunStatus:
     rows: str
 
 
-def _dependencies(plan: dict[str, Any], run_id: str) -> list[str]:
-    """The run's teacher, and for a run without one, the teacher of its table column (its evaluations
-    compare with it): the same rule as the runner's."""
-    spec = plan["runs"][run_id]
-    deps = [spec.get("teacher"), *spec.get("teachers", [])]
-    for cell in plan["cells"]:
-        if cell["run_id"] == run_id and cell["row"] != "Teacher":
-            deps += [c["run_id"] for c in plan["cells"] if c["row"] == "Teacher" and
-                     (c["dataset"], c["teacher"], c["student"], c["seed"]) ==
-                     (cell["dataset"], cell["teacher"], cell["student"], cell["seed"])]
-    return [d for d in dict.fromkeys(deps) if d and d != run_id and d in plan["runs"]]
-
-
 def suite_status(plan: dict[str, Any], store: ResultStore,
                  queued: Callable[[str], tuple[str, str] | None] = lambda run_id: None) -> list[RunStatus]:
     """One status per run, in the plan's order (teachers first). ``queued(run_id)`` gives, for a run
@@ -50,7 +37,9 @@ def suite_status(plan: dict[str, Any], store: ResultStore,
 
         claim = current_claim(store.run_dir(run_id))
         failure = store.failure(run_id)
-        blocked = [found[d] for d in _dependencies(plan, run_id) if d in found and found[d].state in ("failed", "skipped")]
+        # "needs": the plan's dependency rule (suite/plan.py), written into plan.json
+        blocked = [found[d] for d in plan.get("needs", {}).get(run_id, [])
+                   if d in found and found[d].state in ("failed", "skipped")]
         if store.is_done(run_id):
             record = store.latest_record(run_id)
             found[run_id] = status("done", f"top-1 {record['metrics']['test_acc_last']:.2f}%"

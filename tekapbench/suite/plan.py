@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,27 @@ class SuitePlan:
         self.runs.setdefault(run_id, spec)
         return run_id
 
+    def teacher_of(self, run_id: str) -> str | None:
+        """The teacher a run is compared with: its table column's teacher (for a vanilla student too, and
+        for a student that learnt through assistants), or, for an assistant, the first it learnt from."""
+        return self._column_teachers.get(run_id, self.runs[run_id].teacher)
+
+    def dependencies(self, run_id: str) -> list[str]:
+        """Runs that must be finished first: the teachers it learns from, and the teacher its evaluations
+        compare it with (a vanilla student's column teacher)."""
+        deps = [*self.runs[run_id].teachers, self.teacher_of(run_id)]
+        return [d for d in dict.fromkeys(deps) if d is not None and d != run_id]
+
+    @cached_property
+    def _column_teachers(self) -> dict[str, str | None]:
+        """run id -> the Teacher cell of its column, for every run shown in a non-teacher row."""
+        teachers = {(c.dataset, c.teacher, c.student, c.seed): c.run_id for c in self.cells if c.row == TEACHER_ROW}
+        found: dict[str, str | None] = {}
+        for cell in self.cells:
+            if cell.row != TEACHER_ROW:
+                found.setdefault(cell.run_id, teachers.get((cell.dataset, cell.teacher, cell.student, cell.seed)))
+        return found
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "suite": self.name,
@@ -118,6 +140,7 @@ class SuitePlan:
             "runs": {run_id: spec.to_dict() for run_id, spec in self.runs.items()},
             "cells": [cell.__dict__ for cell in self.cells],
             "evaluations": [e.to_dict() for e in self.evaluations],
+            "needs": {run_id: self.dependencies(run_id) for run_id in self.runs},  # read by `tekapbench status`
         }
 
 

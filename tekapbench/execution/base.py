@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,7 +22,13 @@ class Request:
     workers: int | None = None  # local: worker processes (default: one per visible GPU, else one)
     detach: bool = False  # slurm: return once submitted
     slurm: dict[str, Any] = field(default_factory=dict)  # the suite's [slurm] merged with --slurm KEY=VALUE
-    force_before: str | None = None  # set by a parent invocation for its workers
+    # --force means: train again what finished before this moment. Fixed once here, so that every worker
+    # process or Slurm task of the invocation shares it (a parent passes its own to its workers).
+    force_before: str | None = None
+
+    def __post_init__(self):
+        if self.force and self.force_before is None:
+            object.__setattr__(self, "force_before", datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
 Executor = Callable[[Request], None]

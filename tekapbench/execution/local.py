@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-from datetime import datetime, timezone
 
 import torch
 
@@ -56,15 +55,13 @@ def run_local(request: Request) -> None:
                     progress=Progress(quiet=request.quiet), threads=request.threads,
                     force_before=request.force_before).run()
         return
-    force_before = request.force_before or (datetime.now(timezone.utc).isoformat(timespec="seconds")
-                                            if request.force else None)
     cores = os.cpu_count() or 1
     threads = request.threads or request.plan.cpu_threads or max(cores // len(slots), 1)
     command = [sys.executable, "-m", "tekapbench", "run", str(request.suite_path), "--worker",
                "--results", str(request.results_root), "--threads", str(threads),
                "--device", "cuda" if slots[0]["CUDA_VISIBLE_DEVICES"] else "cpu"]
-    if force_before:
-        command += ["--force-before", force_before]
+    if request.force_before:
+        command += ["--force-before", request.force_before]
     if not request.quiet:
         where = ", ".join(f"GPU {s['CUDA_VISIBLE_DEVICES']}" for s in slots) if slots[0]["CUDA_VISIBLE_DEVICES"] \
             else f"CPU, {threads} thread(s) each"

@@ -100,8 +100,7 @@ def submit(request: Request) -> dict[str, Any]:
     """Submits every run that needs work; returns the submission record (also written under
     results/<suite>/submissions/)."""
     plan, options = request.plan, slurm_options(request)
-    force_before = request.force_before or (datetime.now(timezone.utc).isoformat(timespec="seconds")
-                                            if request.force else None)
+    force_before = request.force_before
     runner = SuiteRunner(plan, results_root=request.results_root, device=pick_device("cpu"),
                          progress=Progress(quiet=True), force_before=force_before)
     todo = runner.pending()

@@ -63,13 +63,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _check_slurm_settings(settings: dict[str, object]) -> None:
     from pydantic import ValidationError
 
-    from tekapbench.errors import UsageError
+    from tekapbench.errors import UsageError, validation_problems
     from tekapbench.suite.schema import SlurmSection
 
     try:
         SlurmSection.model_validate(settings)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = validation_problems(exc)
         raise UsageError(f"--slurm (over the suite's [slurm]): {problems}; allowed keys: "
                          f"{', '.join(SlurmSection.model_fields)}") from None
 

@@ -39,3 +39,9 @@ class ClaimLostError(TekapbenchError):
 
 class Interrupted(BaseException):
     """SIGTERM (Slurm preemption, scancel, kill): stop like Ctrl-C; the last epoch checkpoint is kept."""
+
+
+def validation_problems(exc, whole: str = "value") -> str:
+    """A pydantic ValidationError as one line: ``key.path: message; ...`` (``whole`` when the problem is
+    the value itself, not one of its keys)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or whole}: {e['msg']}" for e in exc.errors())

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tekapbench import __version__
 from tekapbench.atomic import write_json
-from tekapbench.errors import UsageError
+from tekapbench.errors import UsageError, validation_problems
 from tekapbench.regression.measured import Group, Measured, Metric
 from tekapbench.results.provenance import git_commit
 
@@ -113,7 +113,7 @@ def read_baseline(path: Path) -> Baseline:
         try:
             rules.append(ToleranceRule.model_validate(raw))
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'rule'}: {e['msg']}" for e in exc.errors())
+            problems = validation_problems(exc, whole="rule")
             raise UsageError(f"{path}: tolerances[{i}]: {problems} (keys: metric, group, abs, std)") from None
     groups: dict[Group, dict[str, Metric]] = {}
     for i, raw in enumerate(data.get("groups", [])):

@@ -2,13 +2,13 @@
 beyond tolerance and on anything the baseline has that the results lack."""
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 
 from tabulate import tabulate
 
 from tekapbench.regression.baseline import Baseline, ToleranceRule
 from tekapbench.regression.measured import Group, Measured, Metric
+from tekapbench.tables.base import Stat
 
 FAILING = ("regressed", "missing")
 ORDER = {"regressed": 0, "missing": 1, "improved": 2, "new": 3, "ok": 4}
@@ -30,14 +30,6 @@ class Verdict:
         return self.status in FAILING
 
 
-def _mean(values: list[float]) -> float:
-    return statistics.fmean(values)
-
-
-def _std(values: list[float]) -> float | None:
-    return statistics.stdev(values) if len(values) > 1 else None
-
-
 def judge(group: Group, name: str, base: Metric, current: Metric | None, rule: ToleranceRule) -> Verdict:
     if current is None or not current.values:
         return Verdict(group, name, "missing", base, current, detail="no value in the results")
@@ -47,8 +39,9 @@ def judge(group: Group, name: str, base: Metric, current: Metric | None, rule: T
                        detail=f"seed{'s' if len(absent) > 1 else ''} {', '.join(map(str, absent))} not in the results")
     seeds = sorted(base.values)
     base_values = [base.values[s] for s in seeds]
-    change = _mean([current.values[s] for s in seeds]) - _mean(base_values)
-    allowed = rule.allowed_drop(_std(base_values))
+    base_stat = Stat.of(base_values)
+    change = Stat.of(current.values[s] for s in seeds).mean - base_stat.mean
+    allowed = rule.allowed_drop(base_stat.std)
     gain = change if base.higher_is_better else -change
     status = "regressed" if gain < -allowed - 1e-9 else "improved" if gain > allowed + 1e-9 else "ok"
     extra = sorted(set(current.values) - set(base.values))
@@ -86,11 +79,10 @@ def environment_notes(baseline: Baseline, measured: Measured) -> list[str]:
 
 
 def _stat(metric: Metric | None) -> str:
-    if metric is None or not metric.values:
+    stat = Stat.of(metric.values.values()) if metric is not None else None
+    if stat is None:
         return "—"
-    values = list(metric.values.values())
-    std = _std(values)
-    return f"{_mean(values):.2f}" + (f" ± {std:.2f}" if std is not None else "") + f" (n={len(values)})"
+    return f"{stat.mean:.2f}" + (f" ± {stat.std:.2f}" if stat.std is not None else "") + f" (n={stat.n})"
 
 
 def render(verdicts: list[Verdict], *, show_all: bool = False) -> str:

@@ -28,7 +28,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from tabulate import tabulate
 
-from tekapbench.errors import UsageError
+from tekapbench.errors import UsageError, validation_problems
 
 
 class RatioGate(BaseModel):
@@ -85,7 +85,7 @@ def read_gates(path: Path) -> list[RatioGate]:
     try:
         return GatesFile.model_validate(data).ratio
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = validation_problems(exc)
         raise UsageError(f"{path}: {problems} (keys of each [[ratio]]: name, numerator, denominator, min, max, "
                          f"stat = min|median|mean, per_item, description)") from None
 
@@ -125,15 +125,18 @@ def _split(reference: str) -> tuple[str, str | None]:
     return name, key or None
 
 
+def _stored(benchmarks: dict[str, dict], name: str, key: str) -> float:
+    """A number a benchmark stored in its extra_info."""
+    value = benchmarks[name].get("extra_info", {}).get(key)
+    if not isinstance(value, (int, float)):
+        raise KeyError(f"{name} has no number extra_info[{key!r}]")
+    return value
+
+
 def _seconds(benchmarks: dict[str, dict], reference: str, gate: RatioGate) -> float:
     name, key = _split(reference)
     bench = benchmarks[name]
-    if key is None:
-        seconds = bench["stats"][gate.stat]
-    else:
-        seconds = bench.get("extra_info", {}).get(key)
-        if not isinstance(seconds, (int, float)):
-            raise KeyError(f"{name} has no number extra_info[{key!r}]")
+    seconds = bench["stats"][gate.stat] if key is None else _stored(benchmarks, name, key)
     if gate.per_item:
         items = bench.get("extra_info", {}).get("items")
         if not items:
@@ -151,10 +154,7 @@ def check_ratios(gates: list[RatioGate], benchmarks: dict[str, dict]) -> list[Ra
             continue
         try:
             if gate.measured:
-                name, key = _split(gate.measured)
-                value = benchmarks[name].get("extra_info", {}).get(key)
-                if not isinstance(value, (int, float)):
-                    raise KeyError(f"{name} has no number extra_info[{key!r}]")
+                value = _stored(benchmarks, *_split(gate.measured))
             else:
                 value = _seconds(benchmarks, gate.numerator, gate) / _seconds(benchmarks, gate.denominator, gate)
         except (KeyError, ZeroDivisionError) as exc:

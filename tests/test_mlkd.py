@@ -1,7 +1,6 @@
 """MLKD: instance-, batch- and class-level logit distillation at several temperatures on a weak and a
 strong view, with confidence masks; the paper's behaviour and the public code's, by hand."""
 import math
-import textwrap
 from dataclasses import replace
 
 import pytest
@@ -11,6 +10,7 @@ from tekapbench.data.strong import strong_view
 from tekapbench.methods.mlkd import MLKDLoss, MLKDParams
 from tekapbench.modifiers.tekap import TeKAP, TeKAPSettings
 
+from one_epoch import one_epoch_records
 from test_losses import S, T, Y, batch, kl, out, softmax
 
 S2 = [[0.2, 1.0, -0.5, 0.3], [1.5, -0.2, 0.0, 0.4]]  # student on the strong view
@@ -101,35 +101,11 @@ def test_strong_view_is_seeded_keeps_shape_and_cuts_out_to_the_mean():
 
 @pytest.mark.slow
 def test_mlkd_with_tekap_trains_end_to_end(tmp_path):
-    import json
-
-    from tekapbench.cli import main
-
-    path = tmp_path / "mlkd.toml"
-    path.write_text(textwrap.dedent("""
-        [suite]
-        name = "mlkd"
-        seeds = [0]
-        cpu_threads = 1
-
-        [data]
-        datasets = ["digits"]
-
-        [recipe]
-        epochs = 1
-
-        [[pairs]]
-        teacher = "resnet8_tiny"
-        student = "resnet8_tiny"
-
-        [[methods]]
+    records = one_epoch_records(tmp_path, "mlkd", method="""
         label = "MLKD+TeKAP"
         method = "mlkd"
         tekap = { level = "logit" }
-    """))
-    results = tmp_path / "results"
-    assert main(["run", str(path), "--results", str(results), "--quiet"]) == 0
-    records = [json.loads(p.read_text()) for p in results.glob("mlkd/runs/*/attempt-*/record.json")]
+    """)
     student = next(r for r in records if r["teacher"])
     assert student["spec"]["method"]["terms"][0]["params"]["behaviour"] == "paper"
     terms = student["history"][-1]["loss_terms"]

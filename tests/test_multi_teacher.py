@@ -13,6 +13,7 @@ from tekapbench.methods.kd import KDParams
 from tekapbench.modifiers.tekap import TeKAP, TeKAPSettings
 from tekapbench.suite.plan import plan_suite
 
+from one_epoch import one_epoch_records
 from test_losses import S, T, Y, batch, kl, out, softmax
 
 A = [[0.5, 0.5, 1.0, -2.0], [1.0, 0.0, 0.5, 0.5]]  # an assistant's logits
@@ -222,36 +223,11 @@ def test_camkd_learns_from_an_ensemble_of_the_pairs_teacher(tmp_path):
 
 @pytest.mark.slow
 def test_camkd_with_feature_level_tekap_trains_end_to_end(tmp_path):
-    import json
-
-    from tekapbench.cli import main
-
-    path = tmp_path / "camkd.toml"
-    path.write_text(textwrap.dedent("""
-        [suite]
-        name = "camkd"
-        seeds = [0]
-        cpu_threads = 1
-
-        [data]
-        datasets = ["digits"]
-
-        [recipe]
-        epochs = 1
-
-        [[pairs]]
-        teacher = "resnet8_tiny"
-        student = "resnet8_tiny"
-        ensemble = 2
-
-        [[methods]]
+    records = one_epoch_records(tmp_path, "camkd", pair="ensemble = 2", method="""
         label = "CA-MKD+TeKAP (F)"
         method = "camkd"
         tekap = { level = "feature" }
-    """))
-    results = tmp_path / "results"
-    assert main(["run", str(path), "--results", str(results), "--quiet"]) == 0
-    records = [json.loads(p.read_text()) for p in results.glob("camkd/runs/*/attempt-*/record.json")]
+    """)
     assert len(records) == 3  # two teachers (seeds 0 and 1) and the student
     student = next(r for r in records if r["teacher"])
     assert [t["arch"] for t in student["teacher"]["teachers"]] == ["resnet8_tiny", "resnet8_tiny"]

@@ -75,6 +75,24 @@ def _as_channel_tensor(values: Sequence[float], channels: int, name: str, device
     return t.to(device).view(1, channels, 1, 1)
 
 
+class Normalizer:
+    """uint8 pixels -> float32 ``(x / 255 - mean) / std`` on the device, computed as ``x * scale + shift``
+    (the constants in float64, applied in float32)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], channels: int, device: torch.device):
+        mean_t = _as_channel_tensor(mean, channels, "mean", device)
+        std_t = _as_channel_tensor(std, channels, "std", device)
+        if bool((std_t <= 0).any()):
+            raise ValueError(f"std must be positive, got {tuple(std)}")
+        self.scale = (1.0 / (255.0 * std_t)).float()
+        self.shift = (-mean_t / std_t).float()
+
+    def __call__(self, pixels: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+        if channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)  # cheap on uint8; kept below
+        return pixels.to(torch.float32).mul_(self.scale).add_(self.shift)
+
+
 class DeviceLoader:
     """Batches of a whole split kept on ``device``; augmentation (train mode) computed there in batch.
 
@@ -116,13 +134,7 @@ class DeviceLoader:
         self.channels_last = bool(channels_last)
         self.num_images, channels, self.height, self.width = (int(s) for s in images.shape)
 
-        mean_t = _as_channel_tensor(mean, channels, "mean", self.device)
-        std_t = _as_channel_tensor(std, channels, "std", self.device)
-        if bool((std_t <= 0).any()):
-            raise ValueError(f"std must be positive, got {tuple(std)}")
-        # (x / 255 - mean) / std == x * scale + shift; computed in float64, applied in float32.
-        self._scale = (1.0 / (255.0 * std_t)).float()
-        self._shift = (-mean_t / std_t).float()
+        self._normalizer = Normalizer(mean, std, channels, self.device)
 
         self.labels = labels.to(device=self.device, dtype=torch.int64)
         images = images.to(self.device)
@@ -150,9 +162,7 @@ class DeviceLoader:
         return math.ceil(self.num_images / self.batch_size)
 
     def _normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            pixels = pixels.contiguous(memory_format=torch.channels_last)  # cheap on uint8; kept below
-        return pixels.to(torch.float32).mul_(self._scale).add_(self._shift)
+        return self._normalizer(pixels, self.channels_last)
 
     def _crop_flip(self, starts: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) crops whose top-left pixel sits at flat offset ``starts`` of the padded store."""

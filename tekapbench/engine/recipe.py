@@ -7,6 +7,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tekapbench.data.base import LoaderSettings
+
 _RECIPES_FILE = Path(__file__).with_name("recipes.toml")
 
 
@@ -22,10 +24,19 @@ class Recipe:
     eval_batch_size: int  # does not change results: not part of a run's identity
     crop_padding: int
     flip: bool
+    # datasets of image files: RandomResizedCrop size, and the shorter side before the test's centre crop
+    crop_size: int | None = None
+    eval_resize: int | None = None
 
     def lr_at(self, epoch: int) -> float:
         """Step schedule; ``epoch`` counts from 1, and the lr drops after each milestone epoch."""
         return self.lr * self.lr_decay ** sum(epoch > m for m in self.milestones)
+
+    def loader_settings(self, train: bool, channels_last: bool = False) -> LoaderSettings:
+        """How the training (``train``) or test split is batched and augmented under this recipe."""
+        return LoaderSettings(batch_size=self.batch_size if train else self.eval_batch_size,
+                              crop_padding=self.crop_padding, flip=self.flip, crop_size=self.crop_size,
+                              eval_resize=self.eval_resize, channels_last=channels_last)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -36,7 +47,7 @@ class Recipe:
         """The settings that can change a result."""
         d = self.to_dict()
         del d["eval_batch_size"]
-        return d
+        return {k: v for k, v in d.items() if v is not None}  # unset crop sizes: run ids stay as they were
 
 
 @lru_cache(maxsize=None)
@@ -58,5 +69,7 @@ def resolve_recipe(recipe_name: str, arch: str, overrides: dict[str, Any]) -> Re
         scale = values["epochs"] / base["epochs"]
         values["milestones"] = sorted({m for m in (round(b * scale) for b in base["milestones"])
                                        if 0 < m < values["epochs"]})
+    if "crop_size" in given and "eval_resize" not in given and values.get("eval_resize") is not None:
+        values["eval_resize"] = round(values["crop_size"] / 0.875)  # keep the 224-of-256 centre crop's share
     values["milestones"] = tuple(values["milestones"])
     return Recipe(**values)

@@ -11,15 +11,15 @@ from typing import Any
 
 import torch
 
-from tekapbench.data.base import DataOptions, ImageSplits, load_dataset
-from tekapbench.data.loader import DeviceLoader
+from tekapbench.data.base import DATASETS, DataOptions, ImageSplits, load_dataset
+from tekapbench.engine.recipe import Recipe, resolve_recipe
 from tekapbench.errors import ClaimLostError, DataNotFoundError, TekapbenchError, UsageError
 from tekapbench.evaluations import EVALUATIONS, EvalContext, Skip
 from tekapbench.results.claims import Claim, current_claim, slurm_job, try_claim
 from tekapbench.engine.trainer import Precision, Trainer, TrainJob, evaluate
 from tekapbench.models.base import create_model, load_weights
 from tekapbench.progress import Progress
-from tekapbench.results.provenance import provenance, sha256_file, tensors_sha256
+from tekapbench.results.provenance import provenance, sha256_file
 from tekapbench.results.store import ResultStore
 from tekapbench.suite.plan import EvaluationSpec, RunSpec, SuitePlan
 
@@ -91,7 +91,7 @@ class SuiteRunner:
             self._data_info[name] = {
                 "dataset": name, "train_images": int(data.train_labels.numel()),
                 "test_images": int(data.test_labels.numel()),
-                "sha256": tensors_sha256(data.train_images, data.train_labels, data.test_images, data.test_labels),
+                "sha256": data.fingerprint(),
             }
         return self._datasets[name]
 
@@ -260,7 +260,7 @@ class SuiteRunner:
         ctx = EvalContext(model=self._load(run_id, data.num_classes), data=data, device=self.device,
                           data_options=self._data_options(),
                           load_teacher=(lambda: self._load(teacher_id, data.num_classes)) if teacher_id else None,
-                          datasets=self.dataset)
+                          datasets=self.dataset, test_view=self._test_recipe(run_id).loader_settings(False))
         label = self._label(run_id)
         weights = self._weights(run_id)
         failed = []
@@ -291,7 +291,7 @@ class SuiteRunner:
         return failed
 
     def _data_options(self) -> DataOptions:
-        return DataOptions(root=Path(self.plan.data_root), download=self.plan.download)
+        return DataOptions(root=Path(self.plan.data_root), download=self.plan.download, workers=self.plan.data_workers)
 
     def _label(self, run_id: str) -> str:
         spec = self.plan.runs[run_id]
@@ -318,8 +318,7 @@ class SuiteRunner:
             model = create_model(spec.arch, data.num_classes)
             load_weights(Path(spec.checkpoint), model, what=f"teacher checkpoint of {spec.arch}")
             model.to(self.device)
-            loader = DeviceLoader(data.test_images, data.test_labels, batch_size=512, device=self.device,
-                                  mean=data.mean, std=data.std, train=False)
+            loader = data.loader(False, self._test_recipe(run_id).loader_settings(False), self.device)
             test = evaluate(model, loader, Precision.for_device(self.device), self.device)
             metrics = {"test_acc_last": test["top1"], "test_acc_best": test["top1"], "test_top5_last": test["top5"],
                        "best_epoch": None, "epochs": 0}
@@ -361,6 +360,15 @@ class SuiteRunner:
         self.store.write_record(attempt, record)
         self.progress.run_finished(metrics, seconds)
         return record
+
+    def _test_recipe(self, run_id: str) -> Recipe:
+        """The recipe whose test view (batch size, crop) a run is scored with: its own, or for a given
+        checkpoint the recipe of a run that learns from it (the images its students see)."""
+        spec = self.plan.runs[run_id]
+        if spec.recipe is not None:
+            return spec.recipe
+        learner = next((r for r in self.plan.runs.values() if run_id in r.teachers and r.recipe is not None), None)
+        return learner.recipe if learner else resolve_recipe(DATASETS.get(spec.dataset).recipe, spec.arch, {})
 
     def _role(self, run_id: str) -> str:
         rows = dict.fromkeys(c.row for c in self.plan.cells if c.run_id == run_id)

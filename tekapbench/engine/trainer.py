@@ -19,8 +19,7 @@ import torch
 from torch import nn
 
 from tekapbench.atomic import save_torch
-from tekapbench.data.base import ImageSplits
-from tekapbench.data.loader import DeviceLoader
+from tekapbench.data.base import BatchSource, ImageSplits
 from tekapbench.data.strong import strong_view
 from tekapbench.engine.recipe import Recipe
 from tekapbench.errors import TrainingDivergedError, UsageError
@@ -55,7 +54,7 @@ class Precision:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DeviceLoader, precision: Precision, device: torch.device) -> dict[str, float]:
+def evaluate(model: nn.Module, loader: BatchSource, precision: Precision, device: torch.device) -> dict[str, float]:
     """Top-1 and top-5 accuracy in % and mean cross-entropy over the loader's split."""
     was_training = model.training
     model.eval()
@@ -84,7 +83,7 @@ class TrainJob:
     recipe: Recipe
     seed: int
     method: MethodSpec
-    data: ImageSplits
+    data: ImageSplits  # or FolderSplits: the same interface
     workdir: Path
     device: torch.device
     teacher: nn.Module | None = None  # shorthand for teachers=[teacher]
@@ -110,17 +109,15 @@ class Trainer:
         # frozen: a term may pass student tensors through a teacher's classifier (CA-MKD)
         self.teachers = ([self._prepare(t).eval().requires_grad_(False) for t in job.teachers]
                          if job.method.needs_teacher else [])
-        memory_format = dict(channels_last=self.precision.channels_last)
-        self.train_loader = DeviceLoader(data.train_images, data.train_labels, batch_size=job.recipe.batch_size,
-                                         device=job.device, mean=data.mean, std=data.std, train=True,
-                                         crop_padding=job.recipe.crop_padding, flip=job.recipe.flip, **memory_format)
-        self.test_loader = DeviceLoader(data.test_images, data.test_labels, batch_size=job.recipe.eval_batch_size,
-                                        device=job.device, mean=data.mean, std=data.std, train=False, **memory_format)
+        channels_last = self.precision.channels_last
+        self.train_loader = data.loader(True, job.recipe.loader_settings(True, channels_last), job.device)
+        self.test_loader = data.loader(False, job.recipe.loader_settings(False, channels_last), job.device)
         context = None
         if self.teachers:
-            teachers = tuple(probe_shapes(t, data.image_size, job.device) for t in self.teachers)
+            size = job.recipe.crop_size or data.image_size
+            teachers = tuple(probe_shapes(t, size, job.device) for t in self.teachers)
             context = DistillContext(
-                student=probe_shapes(self.model, data.image_size, job.device),
+                student=probe_shapes(self.model, size, job.device),
                 teacher=teachers[0],
                 num_classes=data.num_classes,
                 train_labels=self.train_loader.labels,

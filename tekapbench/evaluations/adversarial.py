@@ -124,7 +124,7 @@ def _scores(results: dict) -> dict[str, Score]:
 def adversarial(ctx: EvalContext, params: AdversarialParams) -> dict:
     """Robust accuracy and attack success rate under FGSM, PGD and AutoAttack (L-inf eps sweep)."""
     subset = evaluation_subset(len(ctx.data.test_labels), params.num_examples, params.seed)
-    images = ctx.data.test_images[subset].to(ctx.device).float() / 255
+    images = ctx.test_images(subset).to(ctx.device).float() / 255
     labels = ctx.data.test_labels[subset].to(ctx.device)
     model = NormalizedLogits(ctx.model, ctx.data.mean, ctx.data.std).to(ctx.device).eval()
     clean, rows = attack_rows(model, images, labels, params, params.batch_size, ctx.data.num_classes)

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from tekapbench.data.base import DataOptions, ImageSplits, load_dataset
+from tekapbench.data.base import DataOptions, ImageSplits, LoaderSettings, load_dataset
 from tekapbench.data.loader import DeviceLoader
 from tekapbench.registry import Registry
 
@@ -62,6 +62,7 @@ class EvalContext:
     load_teacher: Callable[[], nn.Module] | None = None  # loaded on first use only
     datasets: Callable[[str], ImageSplits] | None = None  # the runner's cache of loaded datasets
     batch_size: int = 512
+    test_view: LoaderSettings | None = None  # how the run's test images are prepared (crop sizes of image files)
     _cache: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -77,11 +78,21 @@ class EvalContext:
         return DeviceLoader(images, labels, batch_size=self.batch_size, device=self.device, mean=self.data.mean,
                             std=self.data.std, train=False)
 
+    def test_images(self, indices: torch.Tensor) -> torch.Tensor:
+        """uint8 test images of the run's dataset at ``indices``, as its test loader prepares them."""
+        return self.data.test_images_at(indices, self.test_view)
+
     @torch.no_grad()
-    def outputs(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """fp32 logits and pooled embeddings of ``model`` on uint8 images, in order."""
+    def outputs(self, model: nn.Module, images: torch.Tensor | None, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp32 logits and pooled embeddings of ``model`` on uint8 images, in order (``images`` None: the run's
+        own test split, streamed when it is a dataset of image files)."""
         logits, embeddings = [], []
-        for batch in self.loader(images, labels).epoch():
+        if images is None:
+            batches = self.data.loader(False, replace(self.test_view or LoaderSettings(self.batch_size),
+                                                      batch_size=self.batch_size), self.device)
+        else:
+            batches = self.loader(images, labels)
+        for batch in batches.epoch():
             out = model(batch.images)
             logits.append(out.logits.float())
             embeddings.append(out.embedding.float())
@@ -93,7 +104,7 @@ class EvalContext:
             model = self.teacher if teacher else self.model
             if model is None:
                 raise Skip("the run has no teacher")
-            self._cache[key] = self.outputs(model, self.data.test_images, self.data.test_labels)[0]
+            self._cache[key] = self.outputs(model, None, self.data.test_labels)[0]
         return self._cache[key]
 
     @property

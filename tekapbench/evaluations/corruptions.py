@@ -101,6 +101,9 @@ def corruptions(ctx: EvalContext, params: CorruptionParams) -> dict:
                                        f"order; the files do not belong to this test set")
             return images, labels
     else:
+        if not ctx.data.in_memory:
+            raise Skip(f"generated corruptions perturb a test set held in memory; {ctx.data.name} is streamed "
+                       "from image files")
         names = params.corruptions or GENERATED.names()
         clean = ctx.data.test_images.float() / 255
 

@@ -65,14 +65,6 @@ def device_name(device: torch.device) -> str:
     return cpu_name()
 
 
-def tensors_sha256(*tensors: torch.Tensor) -> str:
-    """Fingerprint of a dataset's contents, so a number can be traced to the exact data it came from."""
-    digest = hashlib.sha256()
-    for t in tensors:
-        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def provenance(device: torch.device) -> dict[str, Any]:
     return {
         "tekapbench": tekapbench.__version__,

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from tekapbench.data.base import DATASETS
-from tekapbench.engine.recipe import Recipe, resolve_recipe
+from tekapbench.engine.recipe import Recipe, recipe_table, resolve_recipe
 from tekapbench.evaluations.base import evaluation_key
 from tekapbench.errors import ConfigError, UsageError
 from tekapbench.methods.base import METHODS, TEACHER_TOPOLOGIES, THROUGH_ASSISTANTS, DistillContext, MethodParams
@@ -100,6 +100,7 @@ class SuitePlan:
     cells: list[Cell] = field(default_factory=list)
     download: bool = False
     data_root: str = "data"
+    data_workers: int | None = None  # decoding processes for datasets of image files (None: the default)
     notes: list[str] = field(default_factory=list)  # valid settings that are probably not meant
     evaluations: list[EvaluationSpec] = field(default_factory=list)
     cpu_threads: int | None = None
@@ -222,6 +223,14 @@ class _Planner:
 
     def recipe(self, recipe_name: str, arch: str, overrides: dict[str, Any], section: str) -> Recipe:
         recipe = resolve_recipe(recipe_name, arch, overrides)
+        files = "crop_size" in recipe_table()[recipe_name]  # the recipe of datasets streamed from image files
+        for key in ("crop_size", "eval_resize") if not files else ("crop_padding",):
+            if overrides.get(key) is not None:
+                self.problems.append((f"{section}.{key}", (
+                    f"applies to datasets of image files (imagenet); {recipe_name} images are held in memory "
+                    "and augmented with crop_padding" if not files else
+                    f"applies to datasets held in memory; {recipe_name} images are files, augmented with "
+                    "random-resized crops of crop_size")))
         late = [m for m in recipe.milestones if m >= recipe.epochs]
         if late:
             self.problems.append((f"{section}.milestones", f"milestones {late} are not before the last epoch "
@@ -233,7 +242,7 @@ class _Planner:
         plan = SuitePlan(name=suite.suite.name, source=self.source, layout=suite.suite.layout,
                          description=suite.suite.description, download=suite.data.download,
                          cpu_threads=suite.suite.cpu_threads, slurm=suite.slurm.model_dump(),
-                         data_root=suite.data.root,
+                         data_root=suite.data.root, data_workers=suite.data.workers,
                          evaluations=[EvaluationSpec(e.name, e.settings.model_dump(mode="json"))
                                       for e in suite.evaluations])
         teachers: dict[tuple, RunSpec | None] = {}
@@ -279,13 +288,13 @@ class _Planner:
         """Builds every distinct student objective and loads every given teacher checkpoint on the CPU,
         from the shapes the architectures produce, so that a setting an architecture cannot run (a hint
         layer it does not have, a checkpoint of another network) is reported before any data is read."""
-        shapes: dict[tuple[str, str], FeatureShapes] = {}
+        shapes: dict[tuple[str, str, int], FeatureShapes] = {}
 
-        def shapes_of(arch: str, dataset: str) -> FeatureShapes:
-            if (arch, dataset) not in shapes:
+        def shapes_of(arch: str, dataset: str, size: int) -> FeatureShapes:
+            if (arch, dataset, size) not in shapes:
                 entry = DATASETS.get(dataset)
-                shapes[arch, dataset] = probe_shapes(create_model(arch, entry.num_classes), entry.image_size)
-            return shapes[arch, dataset]
+                shapes[arch, dataset, size] = probe_shapes(create_model(arch, entry.num_classes), size)
+            return shapes[arch, dataset, size]
 
         labels = {c.run_id: c.row for c in plan.cells}
         method_index = {section.display_label: i for i, section in enumerate(self.suite.methods)}
@@ -308,8 +317,9 @@ class _Planner:
                 continue
             checked.add(key)
             num_classes = DATASETS.get(spec.dataset).num_classes
-            teachers = tuple(shapes_of(plan.runs[t].arch, spec.dataset) for t in spec.teachers)
-            ctx = DistillContext(student=shapes_of(spec.arch, spec.dataset), teacher=teachers[0],
+            size = spec.recipe.crop_size or DATASETS.get(spec.dataset).image_size  # what the teachers see too
+            teachers = tuple(shapes_of(plan.runs[t].arch, spec.dataset, size) for t in spec.teachers)
+            ctx = DistillContext(student=shapes_of(spec.arch, spec.dataset, size), teacher=teachers[0],
                                  num_classes=num_classes, train_labels=torch.arange(2 * num_classes) % num_classes,
                                  device=torch.device("cpu"), teachers=teachers)
             try:

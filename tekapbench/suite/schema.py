@@ -74,6 +74,9 @@ class DataSection(Strict):
     datasets: list[DatasetName] = Field(default_factory=lambda: ["cifar100"], min_length=1)
     root: str = Field("data", description="folder that holds the datasets, relative to the working directory")
     download: bool = False
+    workers: int | None = Field(None, ge=0, description="processes that decode datasets of image files (imagenet); "
+                                                        "0: in the training process; default: one per core but "
+                                                        "one, at most 8. Does not change results")
 
 
 class RecipeOverrides(Strict):
@@ -87,6 +90,10 @@ class RecipeOverrides(Strict):
     eval_batch_size: int | None = Field(None, gt=0)
     crop_padding: int | None = Field(None, ge=0, description="random-crop padding in pixels; 0: no crop")
     flip: bool | None = Field(None, description="random horizontal flip")
+    crop_size: int | None = Field(None, gt=0, description="datasets of image files (imagenet): the random-resized "
+                                                          "crop and the test's centre crop, in pixels")
+    eval_resize: int | None = Field(None, gt=0, description="datasets of image files: the test images' shorter "
+                                                            "side before the centre crop (default crop_size/0.875)")
 
     @field_validator("milestones")
     @classmethod

@@ -47,6 +47,28 @@ class BatchSource(Protocol):
     def epoch(self, generator: torch.Generator | None = None) -> Iterator: ...
 
 
+class Splits(Protocol):
+    """What a reader returns and the training loop and evaluations read: ImageSplits or FolderSplits."""
+
+    name: str
+    train_labels: torch.Tensor  # int64 (N,)
+    test_labels: torch.Tensor  # int64 (M,)
+    num_classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    class_names: tuple[str, ...]
+    in_memory: bool  # whole splits as tensors (test_images, train_images), or files streamed
+
+    @property
+    def image_size(self) -> int: ...  # of the stored images, or the default crop of image files
+
+    def loader(self, train: bool, settings: LoaderSettings, device: torch.device | str) -> BatchSource: ...
+
+    def test_images_at(self, indices: torch.Tensor, settings: LoaderSettings | None = None) -> torch.Tensor: ...
+
+    def fingerprint(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class ImageSplits:
     name: str
@@ -91,7 +113,7 @@ class DataOptions:
 
     root: Path
     download: bool = False
-    workers: int | None = None  # decoding processes for datasets of image files (None: one per core, up to 8)
+    workers: int | None = None  # decoding processes for datasets of image files (None: stream.default_workers)
 
 
 @dataclass(frozen=True)
@@ -99,7 +121,7 @@ class DatasetEntry:
     """A registered dataset: its reader, the name of its default training recipe, and the shape of its
     data (known without reading it, so that a suite can be checked before any file is opened)."""
 
-    load: Callable[[DataOptions], ImageSplits]
+    load: Callable[[DataOptions], Splits]
     recipe: str
     num_classes: int
     image_size: int  # of an in-memory split; for image files, the default crop size
@@ -112,7 +134,7 @@ DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 def register_dataset(name: str, *, recipe: str, num_classes: int, image_size: int, description: str = "",
                      files: bool = False):
-    def decorator(load: Callable[[DataOptions], ImageSplits]):
+    def decorator(load: Callable[[DataOptions], Splits]):
         DATASETS.register(name)(DatasetEntry(load=load, recipe=recipe, num_classes=num_classes,
                                              image_size=image_size, description=description, files=files))
         return load
@@ -120,5 +142,5 @@ def register_dataset(name: str, *, recipe: str, num_classes: int, image_size: in
     return decorator
 
 
-def load_dataset(name: str, options: DataOptions) -> ImageSplits:
+def load_dataset(name: str, options: DataOptions) -> Splits:
     return DATASETS.get(name).load(options)

@@ -9,8 +9,9 @@ A class's label is its folder's position among the sorted ``train/`` folder name
 sorted order; extensions as torchvision's (.jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp, any case).
 Only names are listed here: listing 1.28 M files takes seconds, decoding them is the loader's work.
 
-The fingerprint recorded with every result hashes each file's relative path, size and label, not its
-pixels (hashing ImageNet's 150 GB would take longer than an epoch).
+The fingerprint recorded with every result hashes each file's path under the dataset folder and its label,
+not its pixels (hashing ImageNet's 150 GB would take longer than an epoch), so it holds when the folder
+moves.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ class FolderSplits:
 
     name: str
     folder: Path
-    train_files: np.ndarray  # absolute paths as bytes: one buffer, which forked workers do not copy
+    train_files: np.ndarray  # paths (under ``folder``) as bytes: one buffer, not 1.28 M Python objects
     train_labels: torch.Tensor  # int64 (N,)
     test_files: np.ndarray
     test_labels: torch.Tensor
@@ -59,15 +60,17 @@ class FolderSplits:
     def test_images_at(self, indices: torch.Tensor, settings: LoaderSettings | None = None) -> torch.Tensor:
         """uint8 test views (resize, centre crop) of the images at ``indices``, decoded now."""
         crop = (settings.crop_size if settings else None) or self.image_size
-        return read_views([os.fsdecode(self.test_files[int(i)]) for i in indices], crop,
+        return read_views([self.test_files[int(i)] for i in indices], crop,
                           settings.eval_resize if settings else None)
 
     def fingerprint(self) -> str:
+        """sha256 of every file's path under the dataset folder and its label (not of sizes or pixels: a
+        stat of 1.3 M files on a cluster file system takes minutes, hashing 150 GB much longer)."""
         digest = hashlib.sha256()
-        base = os.fsencode(self.folder)
+        base = len(os.fsencode(self.folder))
         for files, labels in ((self.train_files, self.train_labels), (self.test_files, self.test_labels)):
             for path, label in zip(files, labels.tolist()):
-                digest.update(b"%s\t%d\t%d\n" % (path[len(base):], os.stat(path).st_size, label))
+                digest.update(b"%s\t%d\n" % (path[base:], label))
         return digest.hexdigest()
 
 

@@ -36,10 +36,16 @@ def default_eval_resize(crop_size: int) -> int:
     return int(round(crop_size / CENTER_CROP_SHARE))
 
 
+SHARE_ENV = "TEKAPBENCH_RUNNERS_ON_HOST"  # set by the local executor: runners that share this host's cores
+
+
 def default_workers() -> int:
-    """One decoding process per core this process may use but one (the training loop's), at most 8."""
+    """One decoding process per core this process may use (a Slurm job's allocation, not the node's count),
+    shared among the runners the local executor started on this host, less one for the training loop;
+    at most 8."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(8, cores - 1))  # a Slurm job's allocation, not the node's core count
+    share = max(1, int(os.environ.get(SHARE_ENV, "1") or 1))
+    return max(0, min(8, cores // share - 1))
 
 
 def random_resized_crop_box(height: int, width: int, generator: torch.Generator,
@@ -52,8 +58,9 @@ def random_resized_crop_box(height: int, width: int, generator: torch.Generator,
     log_ratio = torch.log(torch.tensor(ratio))
     for _ in range(10):
         target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
-        aspect_ratio = math.exp(torch.empty(1).uniform_(log_ratio[0].item(), log_ratio[1].item(),
-                                                        generator=generator).item())
+        # exp in float32, as torchvision computes it: float64 rounds w or h otherwise about once in 1e5 draws
+        aspect_ratio = torch.exp(torch.empty(1).uniform_(log_ratio[0].item(), log_ratio[1].item(),
+                                                         generator=generator)).item()
         w = int(round(math.sqrt(target_area * aspect_ratio)))
         h = int(round(math.sqrt(target_area / aspect_ratio)))
         if 0 < w <= width and 0 < h <= height:
@@ -148,7 +155,7 @@ class FolderLoader:
     eval mode: the files' order, the centre view.
     """
 
-    def __init__(self, files: Sequence[str], labels: torch.Tensor, *, batch_size: int, device: torch.device | str,
+    def __init__(self, files: Sequence[str | bytes], labels: torch.Tensor, *, batch_size: int, device: torch.device | str,
                  mean: Sequence[float], std: Sequence[float], train: bool, crop_size: int, eval_resize: int | None = None,
                  flip: bool = True, drop_last: bool = False, channels_last: bool = False, workers: int | None = None):
         if labels.shape != (len(files),):
@@ -156,7 +163,7 @@ class FolderLoader:
         if batch_size < 1 or crop_size < 1:
             raise ValueError(f"batch_size and crop_size must be at least 1, got {batch_size} and {crop_size}")
         eval_resize = eval_resize or default_eval_resize(crop_size)
-        if eval_resize < crop_size:
+        if eval_resize < crop_size:  # the suite's planner reports it with the key; this guards direct use
             raise ValueError(f"eval_resize ({eval_resize}) must be at least crop_size ({crop_size})")
         self.device = torch.device(device)
         self.train = bool(train)
@@ -171,8 +178,12 @@ class FolderLoader:
         self._batches = DataLoader(
             _Views(files, train=self.train, crop_size=crop_size, eval_resize=eval_resize, flip=flip and self.train),
             batch_size=self.batch_size, sampler=self._items, num_workers=workers, drop_last=self.drop_last,
-            pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
-            prefetch_factor=4 if workers > 0 else None)
+            pin_memory=self.device.type == "cuda",
+            # the training split's workers live across epochs; the test split's only while it is read
+            persistent_workers=workers > 0 and self.train,
+            # the DataLoader seeds its workers from this generator, not from torch's global one, whose state
+            # would otherwise depend on the worker count (it draws once per pass when not persistent)
+            generator=torch.Generator().manual_seed(0))
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -199,10 +210,10 @@ class FolderLoader:
             raise CorruptDataError(str(exc).strip().splitlines()[-1].split("CorruptDataError: ", 1)[-1]) from None
 
 
-def read_views(files: Sequence[str], crop_size: int, eval_resize: int | None = None) -> torch.Tensor:
+def read_views(files: Sequence[str | bytes], crop_size: int, eval_resize: int | None = None) -> torch.Tensor:
     """uint8 (len(files), 3, crop_size, crop_size): the test views of ``files`` (e.g. an attack's subset)."""
     eval_resize = eval_resize or default_eval_resize(crop_size)
     if not files:
         return torch.zeros((0, 3, crop_size, crop_size), dtype=torch.uint8)
-    return torch.stack([eval_view(str(f), crop_size, eval_resize) for f in files])
+    return torch.stack([eval_view(os.fsdecode(f), crop_size, eval_resize) for f in files])
 

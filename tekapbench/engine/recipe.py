@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tekapbench.data.base import LoaderSettings
+from tekapbench.data.stream import default_eval_resize
 
 _RECIPES_FILE = Path(__file__).with_name("recipes.toml")
 
@@ -47,7 +48,10 @@ class Recipe:
         """The settings that can change a result."""
         d = self.to_dict()
         del d["eval_batch_size"]
-        return {k: v for k, v in d.items() if v is not None}  # unset crop sizes: run ids stay as they were
+        for key in ("crop_size", "eval_resize"):  # unset (in-memory datasets): run ids stay as they were
+            if d[key] is None:
+                del d[key]
+        return d
 
 
 @lru_cache(maxsize=None)
@@ -70,6 +74,6 @@ def resolve_recipe(recipe_name: str, arch: str, overrides: dict[str, Any]) -> Re
         values["milestones"] = sorted({m for m in (round(b * scale) for b in base["milestones"])
                                        if 0 < m < values["epochs"]})
     if "crop_size" in given and "eval_resize" not in given and values.get("eval_resize") is not None:
-        values["eval_resize"] = round(values["crop_size"] / 0.875)  # keep the 224-of-256 centre crop's share
+        values["eval_resize"] = default_eval_resize(values["crop_size"])  # the 224-of-256 centre crop's share
     values["milestones"] = tuple(values["milestones"])
     return Recipe(**values)

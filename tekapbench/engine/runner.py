@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from tekapbench.data.base import DATASETS, DataOptions, ImageSplits, load_dataset
+from tekapbench.data.base import DATASETS, DataOptions, Splits, load_dataset
 from tekapbench.engine.recipe import Recipe, resolve_recipe
 from tekapbench.errors import ClaimLostError, DataNotFoundError, TekapbenchError, UsageError
 from tekapbench.evaluations import EVALUATIONS, EvalContext, Skip
@@ -73,7 +73,7 @@ class SuiteRunner:
         self.force_before = force_before or (_now() if force else None)
         self.only = None if only is None else set(only)  # a Slurm task works on its own run only
         self.progress = progress or Progress(quiet=True)
-        self._datasets: dict[str, ImageSplits] = {}
+        self._datasets: dict[str, Splits] = {}
         self._data_info: dict[str, dict[str, Any]] = {}
 
     def pending(self) -> list[str]:
@@ -85,7 +85,7 @@ class SuiteRunner:
             return True
         return self.force_before is not None and self.store.finished_at(run_id) <= self.force_before
 
-    def dataset(self, name: str) -> ImageSplits:
+    def dataset(self, name: str) -> Splits:
         if name not in self._datasets:
             data = self._datasets[name] = load_dataset(name, self._data_options())
             self._data_info[name] = {
@@ -113,6 +113,8 @@ class SuiteRunner:
 
     def run(self) -> list[str]:
         """Trains every pending run, then computes every missing evaluation; returns the trained ids."""
+        if self.device.type == "cuda" and self.device.index is not None:
+            torch.cuda.set_device(self.device)  # else helper threads (pinning) would open a context on GPU 0
         if self.device.type != "cpu" or self.threads is None:
             return self._run()
         before = torch.get_num_threads()
@@ -367,7 +369,8 @@ class SuiteRunner:
         spec = self.plan.runs[run_id]
         if spec.recipe is not None:
             return spec.recipe
-        learner = next((r for r in self.plan.runs.values() if run_id in r.teachers and r.recipe is not None), None)
+        runs = [r for r in self.plan.runs.values() if r.recipe is not None and r.dataset == spec.dataset]
+        learner = next((r for r in runs if run_id in r.teachers), runs[0] if runs else None)  # else a student
         return learner.recipe if learner else resolve_recipe(DATASETS.get(spec.dataset).recipe, spec.arch, {})
 
     def _role(self, run_id: str) -> str:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from tekapbench.atomic import save_torch
-from tekapbench.data.base import BatchSource, ImageSplits
+from tekapbench.data.base import BatchSource, Splits
 from tekapbench.data.strong import strong_view
 from tekapbench.engine.recipe import Recipe
 from tekapbench.errors import TrainingDivergedError, UsageError
@@ -83,7 +83,7 @@ class TrainJob:
     recipe: Recipe
     seed: int
     method: MethodSpec
-    data: ImageSplits  # or FolderSplits: the same interface
+    data: Splits
     workdir: Path
     device: torch.device
     teacher: nn.Module | None = None  # shorthand for teachers=[teacher]

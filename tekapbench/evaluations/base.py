@@ -14,7 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from tekapbench.data.base import DataOptions, ImageSplits, LoaderSettings, load_dataset
+from tekapbench.data.base import DataOptions, LoaderSettings, Splits, load_dataset
 from tekapbench.data.loader import DeviceLoader
 from tekapbench.registry import Registry
 
@@ -56,11 +56,11 @@ class EvalContext:
     read other datasets. Test-set outputs are computed once and shared by the evaluations of a run."""
 
     model: nn.Module
-    data: ImageSplits
+    data: Splits
     device: torch.device
     data_options: DataOptions
     load_teacher: Callable[[], nn.Module] | None = None  # loaded on first use only
-    datasets: Callable[[str], ImageSplits] | None = None  # the runner's cache of loaded datasets
+    datasets: Callable[[str], Splits] | None = None  # the runner's cache of loaded datasets
     batch_size: int = 512
     test_view: LoaderSettings | None = None  # how the run's test images are prepared (crop sizes of image files)
     _cache: dict[str, Any] = field(default_factory=dict)
@@ -71,7 +71,7 @@ class EvalContext:
             self._cache["teacher_model"] = self.load_teacher() if self.load_teacher else None
         return self._cache["teacher_model"]
 
-    def dataset(self, name: str) -> ImageSplits:
+    def dataset(self, name: str) -> Splits:
         return self.datasets(name) if self.datasets else load_dataset(name, self.data_options)
 
     def loader(self, images: torch.Tensor, labels: torch.Tensor) -> DeviceLoader:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pydantic import AfterValidator, Field
 
 from tekapbench.data.base import DATASETS
-from tekapbench.evaluations.base import EvalContext, EvalParams, accuracy, Score, register_evaluation
+from tekapbench.evaluations.base import EvalContext, EvalParams, Score, Skip, accuracy, register_evaluation
 
 
 def _known_dataset(name: str) -> str:
@@ -63,6 +63,13 @@ def _scores(results: dict) -> dict[str, Score]:
 def transfer(ctx: EvalContext, params: TransferParams) -> dict:
     """Linear-probe accuracy (%) on another dataset from the frozen pooled features."""
     target = ctx.dataset(params.dataset)
+    if not target.in_memory:
+        raise Skip(f"the probe's target {params.dataset} is read from image files; targets are datasets held "
+                   "in memory (stl10, tinyimagenet, ...)")
+    seen = (ctx.test_view.crop_size if ctx.test_view else None) or ctx.data.image_size
+    if seen != target.image_size:
+        raise Skip(f"the network saw {seen}x{seen} images; {params.dataset} is {target.image_size}x"
+                   f"{target.image_size} (the protocol resizes the target to the training size)")
     train_x = ctx.outputs(ctx.model, target.train_images, target.train_labels)[1]
     test_x = ctx.outputs(ctx.model, target.test_images, target.test_labels)[1]
     # standardize with the train split's statistics; features (nearly) constant on it, e.g. dead ReLU

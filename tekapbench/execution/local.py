@@ -11,6 +11,7 @@ import threading
 
 import torch
 
+from tekapbench.data.stream import SHARE_ENV
 from tekapbench.engine.runner import SuiteRunner, pick_device
 from tekapbench.errors import TekapbenchError, UsageError
 from tekapbench.execution.base import Request, register_executor
@@ -34,9 +35,10 @@ def worker_slots(request: Request) -> list[dict[str, str]]:
     count = request.workers or max(len(gpus), 1)
     if count == 1:
         return []
+    shared = {SHARE_ENV: str(count)}  # the workers share this host's cores among their image decoders
     if gpus:
-        return [{"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} for i in range(count)]
-    return [{"CUDA_VISIBLE_DEVICES": ""} for _ in range(count)]
+        return [{"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)], **shared} for i in range(count)]
+    return [{"CUDA_VISIBLE_DEVICES": "", **shared} for _ in range(count)]
 
 
 def _relay(process: subprocess.Popen, prefix: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from tekapbench.data.base import DATASETS
-from tekapbench.engine.recipe import Recipe, recipe_table, resolve_recipe
+from tekapbench.engine.recipe import Recipe, resolve_recipe
 from tekapbench.evaluations.base import evaluation_key
 from tekapbench.errors import ConfigError, UsageError
 from tekapbench.methods.base import METHODS, TEACHER_TOPOLOGIES, THROUGH_ASSISTANTS, DistillContext, MethodParams
@@ -203,7 +203,7 @@ class _Planner:
         base = MethodSpec(method.ce_weight, tuple(replace(t, tekap=None) for t in method.terms))
         ids = [teacher_id]
         for arch in pair.assistants:
-            recipe = self.recipe(recipe_name, arch, self.suite.recipe.model_dump(), "recipe")
+            recipe = self.recipe(dataset, arch, self.suite.recipe.model_dump(), "recipe")
             spec = RunSpec(kind="train", dataset=dataset, arch=arch, seed=seed, recipe=recipe, method=base,
                            teachers=tuple(ids) if dense else (ids[-1],))
             ids.append(plan.add_run(spec))
@@ -218,19 +218,23 @@ class _Planner:
             return RunSpec(kind="pretrained", dataset=dataset, arch=pair.teacher, checkpoint=str(path),
                            checkpoint_sha256=sha256_file(path))
         overrides = self.suite.recipe.merged(self.suite.teacher_recipe).model_dump()
-        recipe = self.recipe(recipe_name, pair.teacher, overrides, "teacher_recipe")
+        recipe = self.recipe(dataset, pair.teacher, overrides, "teacher_recipe")
         return RunSpec(kind="train", dataset=dataset, arch=pair.teacher, seed=seed, recipe=recipe, method=VANILLA)
 
-    def recipe(self, recipe_name: str, arch: str, overrides: dict[str, Any], section: str) -> Recipe:
-        recipe = resolve_recipe(recipe_name, arch, overrides)
-        files = "crop_size" in recipe_table()[recipe_name]  # the recipe of datasets streamed from image files
-        for key in ("crop_size", "eval_resize") if not files else ("crop_padding",):
+    def recipe(self, dataset: str, arch: str, overrides: dict[str, Any], section: str) -> Recipe:
+        entry = DATASETS.get(dataset)
+        recipe = resolve_recipe(entry.recipe, arch, overrides)
+        # crop settings of the other kind of dataset would be silently ignored: refuse them
+        for key in ("crop_padding",) if entry.files else ("crop_size", "eval_resize"):
             if overrides.get(key) is not None:
                 self.problems.append((f"{section}.{key}", (
-                    f"applies to datasets of image files (imagenet); {recipe_name} images are held in memory "
-                    "and augmented with crop_padding" if not files else
-                    f"applies to datasets held in memory; {recipe_name} images are files, augmented with "
-                    "random-resized crops of crop_size")))
+                    f"applies to datasets held in memory; {dataset} is read from image files, augmented with "
+                    "random-resized crops of crop_size" if entry.files else
+                    f"applies to datasets read from image files; {dataset} is held in memory and augmented "
+                    "with crop_padding")))
+        if entry.files and recipe.eval_resize is not None and recipe.eval_resize < (recipe.crop_size or entry.image_size):
+            self.problems.append((f"{section}.eval_resize", f"{recipe.eval_resize} is smaller than the centre crop "
+                                  f"({recipe.crop_size or entry.image_size}): it must be at least crop_size"))
         late = [m for m in recipe.milestones if m >= recipe.epochs]
         if late:
             self.problems.append((f"{section}.milestones", f"milestones {late} are not before the last epoch "
@@ -250,7 +254,7 @@ class _Planner:
             recipe_name = DATASETS.get(dataset).recipe
             for p_index, pair in enumerate(suite.pairs):
                 methods = [self.resolve_method(m, i, pair) for i, m in enumerate(suite.methods)]
-                student_recipe = self.recipe(recipe_name, pair.student, suite.recipe.model_dump(), "recipe")
+                student_recipe = self.recipe(dataset, pair.student, suite.recipe.model_dump(), "recipe")
                 for index, method in enumerate(methods):
                     for term in method.terms:
                         for advice in term.params.advice(student_recipe.epochs):

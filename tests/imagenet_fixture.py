@@ -6,9 +6,14 @@
 varied sizes and aspect ratios. Like the real set it holds a grayscale JPEG, a CMYK JPEG and a PNG among the
 JPEGs, and files that are not images. Each class has its own colour and stripe frequency, so a network can
 learn something from it. The files are the same on every run (seeded).
+
+The command line writes PNGs (grayscale and palette images among them) into a temporary folder renamed
+when complete: PNG decodes to the same pixels in every Pillow version, so the CI gate's numbers do not move
+with the JPEG library, and an interrupted write is never taken for a fixture.
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,13 +44,14 @@ def _image(rng: np.random.Generator, label: int, classes: int) -> np.ndarray:
 
 
 def write_imagenet_fixture(root: Path, train_per_class: int = 2, val_per_class: int = 1, seed: int = 0,
-                           classes: int = NUM_CLASSES, val_classes: int | None = None) -> FakeImageFolder:
+                           classes: int = NUM_CLASSES, val_classes: int | None = None, png: bool = False,
+                           folder_name: str = "imagenet") -> FakeImageFolder:
     """Writes ``root/imagenet/{train,val}/<wnid>/``; val folders for the first ``val_classes`` classes (all by
-    default; ImageNet has all, a smaller set may not)."""
+    default; ImageNet has all, a smaller set may not). ``png``: every image a PNG."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    folder = Path(root) / "imagenet"
+    folder = Path(root) / folder_name
     ids = [wnid(k) for k in range(classes)]
     order = sorted(ids)
     train, val = [], []
@@ -59,11 +65,11 @@ def write_imagenet_fixture(root: Path, train_per_class: int = 2, val_per_class: 
             for i in range(count):
                 pixels = _image(rng, label, classes)
                 image = Image.fromarray(pixels)
-                suffix, fmt = ".JPEG", "JPEG"
+                suffix, fmt = (".png", "PNG") if png else (".JPEG", "JPEG")
                 if split == "train" and i == 0 and k == 0:
                     image = image.convert("L")  # ImageNet holds grayscale JPEGs
                 elif split == "train" and i == 0 and k == 1:
-                    image = image.convert("CMYK")  # and CMYK ones
+                    image = image.convert("P") if png else image.convert("CMYK")  # and CMYK ones
                 elif split == "train" and i == 0 and k == 2:
                     suffix, fmt = ".png", "PNG"
                 path = target / f"{name}_{i}{suffix}"
@@ -79,8 +85,11 @@ def write_imagenet_fixture(root: Path, train_per_class: int = 2, val_per_class: 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python tests/imagenet_fixture.py DATA_ROOT   (writes DATA_ROOT/imagenet/)")
-    if (Path(sys.argv[1]) / "imagenet").exists():
-        print(f"{Path(sys.argv[1]) / 'imagenet'} exists; not written again")
+    root = Path(sys.argv[1])
+    if (root / "imagenet").exists():
+        print(f"{root / 'imagenet'} exists; not written again")
     else:
-        fake = write_imagenet_fixture(Path(sys.argv[1]))
-        print(f"wrote {len(fake.train)} training and {len(fake.val)} validation images under {fake.folder}")
+        partial = f"imagenet.partial-{os.getpid()}"
+        fake = write_imagenet_fixture(root, png=True, folder_name=partial)
+        os.rename(root / partial, root / "imagenet")
+        print(f"wrote {len(fake.train)} training and {len(fake.val)} validation images under {root / 'imagenet'}")

@@ -2,7 +2,7 @@
 
     python tests/imagenet_fixture.py data/imagenet-fixture      # writes data/imagenet-fixture/imagenet/
 
-1000 class folders with wnid-like names (what the reader requires of ImageNet) and a few images each, in
+1000 class folders (what the reader requires of ImageNet), named like wnids, and a few images each, in
 varied sizes and aspect ratios. Like the real set it holds a grayscale JPEG, a CMYK JPEG and a PNG among the
 JPEGs, and files that are not images. Each class has its own colour and stripe frequency, so a network can
 learn something from it. The files are the same on every run (seeded).

@@ -224,21 +224,29 @@ class _Planner:
     def recipe(self, dataset: str, arch: str, overrides: dict[str, Any], section: str) -> Recipe:
         entry = DATASETS.get(dataset)
         recipe = resolve_recipe(entry.recipe, arch, overrides)
+
+        def where(*keys: str) -> str:
+            """The table that set these keys: a teacher's recipe inherits [recipe]'s, reported there once."""
+            own = self.suite.teacher_recipe.model_fields_set if section == "teacher_recipe" else set(keys)
+            return section if own & set(keys) else "recipe"
+
         # crop settings of the other kind of dataset would be silently ignored: refuse them
+        files = [name for name in DATASETS.names() if DATASETS.get(name).files]
         for key in ("crop_padding",) if entry.files else ("crop_size", "eval_resize"):
             if overrides.get(key) is not None:
-                self.problems.append((f"{section}.{key}", (
+                self.problems.append((f"{where(key)}.{key}", (
                     f"applies to datasets held in memory; {dataset} is read from image files, augmented with "
                     "random-resized crops of crop_size" if entry.files else
-                    f"applies to datasets read from image files; {dataset} is held in memory and augmented "
-                    "with crop_padding")))
+                    f"applies to datasets read from image files ({', '.join(files)}); {dataset} is held in memory "
+                    "and augmented with crop_padding")))
         if entry.files and recipe.eval_resize is not None and recipe.eval_resize < (recipe.crop_size or entry.image_size):
-            self.problems.append((f"{section}.eval_resize", f"{recipe.eval_resize} is smaller than the centre crop "
+            self.problems.append((f"{where('eval_resize', 'crop_size')}.eval_resize",
+                                  f"{recipe.eval_resize} is smaller than the centre crop "
                                   f"({recipe.crop_size or entry.image_size}): it must be at least crop_size"))
         late = [m for m in recipe.milestones if m >= recipe.epochs]
         if late:
-            self.problems.append((f"{section}.milestones", f"milestones {late} are not before the last epoch "
-                                  f"({recipe.epochs}): the lr would never drop there"))
+            self.problems.append((f"{where('milestones', 'epochs')}.milestones", f"milestones {late} are not before "
+                                  f"the last epoch ({recipe.epochs}): the lr would never drop there"))
         return recipe
 
     def plan(self) -> SuitePlan:

@@ -115,7 +115,8 @@ class PairSection(Strict):
     ensemble: int = Field(3, ge=2, description="teachers of an ensemble method (CA-MKD): the pair's teacher "
                                                 "and more of its architecture, seeds teacher seed + 1, + 2, ...")
     teacher_checkpoint: str | None = Field(
-        None, description="a trained teacher (state dict under key 'model'); the teacher is then not trained")
+        None, description="a trained teacher: a state dict under key 'model' (CRD/DKD zoo) or a bare one "
+                           "(torchvision's files); the teacher is then not trained")
 
 
 def _method_params(value: Any, info: ValidationInfo) -> Any:

@@ -108,7 +108,7 @@ def test_takd_twin_trains_assistants_before_the_students_that_learn_from_them(tw
 def test_each_twin_prints_its_papers_table(twin, capsys, suite, layout, column):
     results = twin(suite)
     capsys.readouterr()
-    assert main(["table", "--results", str(results), "--format", "json"]) == 0
+    assert main(["table", "--results", str(results), "--suite", suite, "--format", "json"]) == 0
     tables = json.loads(capsys.readouterr().out)
     assert column in tables[0]["columns"]
     values = [c["mean"] for c in tables[0]["cells"] if c["column"] == column]
@@ -124,7 +124,7 @@ def test_each_twin_prints_its_papers_table(twin, capsys, suite, layout, column):
 ])
 def test_plots_are_written_as_png_and_pdf(twin, tmp_path, suite, kind, prefix):
     out = tmp_path / "plots"
-    assert main(["plot", "--results", str(twin(suite)), "--kind", kind, "--out", str(out)]) == 0
+    assert main(["plot", "--results", str(twin(suite)), "--suite", suite, "--kind", kind, "--out", str(out)]) == 0
     png, pdf = out / f"{prefix}.png", out / f"{prefix}.pdf"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
 

@@ -56,6 +56,11 @@ def test_reader_lists_classes_in_sorted_order_and_files_in_sorted_order(imagenet
     suffixes = {Path(p.decode()).suffix for p in data.train_files}
     assert suffixes == {".JPEG", ".png"}  # notes.txt is not an image
     assert data.mean == MEAN and data.std == STD and not data.in_memory
+    # not the published ILSVRC-2012 counts: read, with a note that says so
+    assert data.notes == (f"{imagenet.folder} holds 1,000 training and 250 validation images in 1000/250 class "
+                          "folders; ImageNet has 1,281,167 and 50,000: numbers from it are not comparable with "
+                          "published ones",)
+    assert read_small(FakeImageFolder(imagenet.folder, [], [], []), classes=1000).notes == ()  # no published counts
 
 
 def test_fingerprint_follows_the_file_list_not_the_folders_place(tmp_path):
@@ -330,6 +335,7 @@ def test_kd_tekap_on_imagenet_files_end_to_end(imagenet, tmp_path, capsys):
     student = records["KD+TeKAP (L)"]
     assert student["spec"]["recipe"]["crop_size"] == 32 and student["spec"]["recipe"]["eval_resize"] == 37
     assert student["data"]["train_images"] == 1000 and student["data"]["test_images"] == 250
+    assert "not comparable with published ones" in student["data"]["notes"][0]
     assert student["teacher"]["arch"] == "ResNet34"
     assert 0.0 <= student["metrics"]["test_acc_last"] <= student["metrics"]["test_top5_last"] <= 100.0
     found = {}

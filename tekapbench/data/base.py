@@ -57,6 +57,7 @@ class Splits(Protocol):
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     class_names: tuple[str, ...]
+    notes: tuple[str, ...]  # what a user should know about the data read (an incomplete set, ...)
     in_memory: bool  # whole splits as tensors (test_images, train_images), or files streamed
 
     @property
@@ -80,6 +81,7 @@ class ImageSplits:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     class_names: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     in_memory = True
 

@@ -46,7 +46,8 @@ class FolderSplits:
     std: tuple[float, float, float]
     image_size: int  # the crop size when the recipe names none
     class_names: tuple[str, ...] = ()
-    workers: int | None = None  # decoding processes (None: one per core but one, at most 8)
+    workers: int | None = None  # decoding processes (None: stream.default_workers)
+    notes: tuple[str, ...] = ()  # e.g. fewer images than the published set: results are not comparable
 
     in_memory = False
 
@@ -85,8 +86,11 @@ def _images_in(folder: Path) -> list[bytes]:
 
 
 def read_imagefolder(folder: Path, *, name: str, num_classes: int, mean, std, image_size: int,
-                     workers: int | None = None, how_to_get: str = "") -> FolderSplits:
-    """List ``<folder>/train`` and ``<folder>/val``; every problem names the folder and what was expected."""
+                     workers: int | None = None, how_to_get: str = "",
+                     published: tuple[int, int] | None = None) -> FolderSplits:
+    """List ``<folder>/train`` and ``<folder>/val``; every problem names the folder and what was expected.
+    ``published``: the (train, val) image counts of the real set; other counts are read, with a note
+    (a half-extracted archive changes the test set; a subset is fine for trying things)."""
     folder = Path(folder)
     for split in ("train", "val"):
         if not (folder / split).is_dir():
@@ -118,7 +122,12 @@ def read_imagefolder(folder: Path, *, name: str, num_classes: int, mean, std, im
         if not files:
             raise CorruptDataError(f"{name}: no images under {folder / split}")
         splits[split] = (np.array(files, dtype=bytes), torch.tensor(labels, dtype=torch.int64))
+    found = (len(splits["train"][0]), len(splits["val"][0]))
+    notes = () if published is None or found == published else (
+        f"{folder} holds {found[0]:,} training and {found[1]:,} validation images in "
+        f"{len(classes)}/{len(val_classes)} class folders; {name} has {published[0]:,} and {published[1]:,}: "
+        "numbers from it are not comparable with published ones",)
     return FolderSplits(name=name, folder=folder, train_files=splits["train"][0], train_labels=splits["train"][1],
                         test_files=splits["val"][0], test_labels=splits["val"][1], num_classes=num_classes,
                         mean=tuple(mean), std=tuple(std), image_size=image_size, class_names=tuple(classes),
-                        workers=workers)
+                        workers=workers, notes=notes)

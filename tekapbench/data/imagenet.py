@@ -14,6 +14,7 @@ from tekapbench.data.imagefolder import FolderSplits, read_imagefolder
 FOLDER = "imagenet"
 NUM_CLASSES = 1000
 SIZE = 224
+PUBLISHED = (1_281_167, 50_000)  # ILSVRC-2012 training and validation images
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 HOW_TO_GET = (
@@ -35,4 +36,5 @@ HOW_TO_GET = (
 def load_imagenet(options: DataOptions) -> FolderSplits:
     note = "It cannot be downloaded automatically (`download = true` does not apply to it). " if options.download else ""
     return read_imagefolder(Path(options.root) / FOLDER, name="ImageNet", num_classes=NUM_CLASSES, mean=MEAN,
-                            std=STD, image_size=SIZE, workers=options.workers, how_to_get=note + HOW_TO_GET)
+                            std=STD, image_size=SIZE, workers=options.workers, how_to_get=note + HOW_TO_GET,
+                            published=PUBLISHED)

@@ -92,7 +92,10 @@ class SuiteRunner:
                 "dataset": name, "train_images": int(data.train_labels.numel()),
                 "test_images": int(data.test_labels.numel()),
                 "sha256": data.fingerprint(),
+                **({"notes": list(data.notes)} if data.notes else {}),
             }
+            for note in data.notes:
+                self.progress.note(note)
         return self._datasets[name]
 
     def pending_evaluations(self, trained: set[str] = frozenset()) -> dict[str, list[EvaluationSpec]]:

@@ -120,7 +120,7 @@ class _Views(Dataset):
     """Item ``(index, seed)`` (training) or ``index`` (testing) -> (uint8 view, index); ``files`` are paths
     as str or bytes."""
 
-    def __init__(self, files: Sequence[str], *, train: bool, crop_size: int, eval_resize: int, flip: bool):
+    def __init__(self, files: Sequence[str | bytes], *, train: bool, crop_size: int, eval_resize: int, flip: bool):
         self.files = files
         self.train, self.crop_size, self.eval_resize, self.flip = train, crop_size, eval_resize, flip
 

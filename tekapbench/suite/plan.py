@@ -196,7 +196,7 @@ class _Planner:
                 f"e.g. assistants = [\"resnet20\"]")))
         return topology
 
-    def assistants(self, plan: SuitePlan, dataset: str, recipe_name: str, pair: PairSection, seed: int,
+    def assistants(self, plan: SuitePlan, dataset: str, pair: PairSection, seed: int,
                    method: MethodSpec, teacher_id: str, *, dense: bool) -> list[str]:
         """The runs of the pair's assistants, each learning by ``method`` (without TeKAP, so that a method
         with and without TeKAP shares them) from the one before it, or, ``dense``, from all before it."""
@@ -209,7 +209,7 @@ class _Planner:
             ids.append(plan.add_run(spec))
         return ids
 
-    def teacher_run(self, pair: PairSection, index: int, dataset: str, recipe_name: str, seed: int) -> RunSpec | None:
+    def teacher_run(self, pair: PairSection, index: int, dataset: str, seed: int) -> RunSpec | None:
         if pair.teacher_checkpoint is not None:
             path = Path(pair.teacher_checkpoint).expanduser().resolve()
             if not path.is_file():
@@ -239,10 +239,10 @@ class _Planner:
                     "random-resized crops of crop_size" if entry.files else
                     f"applies to datasets read from image files ({', '.join(files)}); {dataset} is held in memory "
                     "and augmented with crop_padding")))
-        if entry.files and recipe.eval_resize is not None and recipe.eval_resize < (recipe.crop_size or entry.image_size):
-            self.problems.append((f"{where('eval_resize', 'crop_size')}.eval_resize",
-                                  f"{recipe.eval_resize} is smaller than the centre crop "
-                                  f"({recipe.crop_size or entry.image_size}): it must be at least crop_size"))
+        crop = recipe.crop_size or entry.image_size
+        if entry.files and recipe.eval_resize is not None and recipe.eval_resize < crop:
+            self.problems.append((f"{where('eval_resize', 'crop_size')}.eval_resize", f"{recipe.eval_resize} is "
+                                  f"smaller than the centre crop ({crop}): it must be at least crop_size"))
         late = [m for m in recipe.milestones if m >= recipe.epochs]
         if late:
             self.problems.append((f"{where('milestones', 'epochs')}.milestones", f"milestones {late} are not before "
@@ -259,7 +259,6 @@ class _Planner:
                                       for e in suite.evaluations])
         teachers: dict[tuple, RunSpec | None] = {}
         for dataset in suite.data.datasets:
-            recipe_name = DATASETS.get(dataset).recipe
             for p_index, pair in enumerate(suite.pairs):
                 methods = [self.resolve_method(m, i, pair) for i, m in enumerate(suite.methods)]
                 student_recipe = self.recipe(dataset, pair.student, suite.recipe.model_dump(), "recipe")
@@ -272,7 +271,7 @@ class _Planner:
                     teacher_seed = seed if suite.suite.teacher_seed is None else suite.suite.teacher_seed
                     key = (dataset, p_index, teacher_seed if pair.teacher_checkpoint is None else None)
                     if key not in teachers:
-                        teachers[key] = self.teacher_run(pair, p_index, dataset, recipe_name, teacher_seed)
+                        teachers[key] = self.teacher_run(pair, p_index, dataset, teacher_seed)
                     teacher = teachers[key]
                     if teacher is None or self.problems:
                         continue
@@ -282,7 +281,7 @@ class _Planner:
                         learns_from = ()
                         if method.needs_teacher:
                             topology = self.topology(section, m_index, pair, p_index)
-                            learns_from = TOPOLOGIES[topology](self, plan, dataset, recipe_name, pair, teacher_seed,
+                            learns_from = TOPOLOGIES[topology](self, plan, dataset, pair, teacher_seed,
                                                                method, teacher_id)
                         spec = RunSpec(kind="train", dataset=dataset, arch=pair.student, seed=seed,
                                        recipe=student_recipe, method=method, teachers=learns_from)
@@ -340,19 +339,19 @@ class _Planner:
                 self.problems.append((f"methods[{method_index[cell.row]}]", f"{cell.column}: {exc}"))
 
 
-def _one(planner, plan, dataset, recipe_name, pair, seed, method, teacher_id) -> tuple[str, ...]:
+def _one(planner, plan, dataset, pair, seed, method, teacher_id) -> tuple[str, ...]:
     return (teacher_id,)
 
 
-def _chain(planner, plan, dataset, recipe_name, pair, seed, method, teacher_id) -> tuple[str, ...]:
-    return (planner.assistants(plan, dataset, recipe_name, pair, seed, method, teacher_id, dense=False)[-1],)
+def _chain(planner, plan, dataset, pair, seed, method, teacher_id) -> tuple[str, ...]:
+    return (planner.assistants(plan, dataset, pair, seed, method, teacher_id, dense=False)[-1],)
 
 
-def _dense(planner, plan, dataset, recipe_name, pair, seed, method, teacher_id) -> tuple[str, ...]:
-    return tuple(planner.assistants(plan, dataset, recipe_name, pair, seed, method, teacher_id, dense=True))
+def _dense(planner, plan, dataset, pair, seed, method, teacher_id) -> tuple[str, ...]:
+    return tuple(planner.assistants(plan, dataset, pair, seed, method, teacher_id, dense=True))
 
 
-def _ensemble(planner, plan, dataset, recipe_name, pair, seed, method, teacher_id) -> tuple[str, ...]:
+def _ensemble(planner, plan, dataset, pair, seed, method, teacher_id) -> tuple[str, ...]:
     """The pair's teacher and ``pair.ensemble - 1`` more of its architecture, seeds ``seed + k``."""
     first = plan.runs[teacher_id]
     if first.kind == "pretrained":

@@ -11,7 +11,7 @@ from tekapbench.engine.trainer import Trainer, TrainJob
 from tekapbench.evaluations import EVALUATIONS, EvalContext, Skip
 from tekapbench.evaluations.adversarial import AdversarialParams, evaluation_subset
 from tekapbench.evaluations.calibration import expected_calibration_error
-from tekapbench.methods import MethodSpec
+from tekapbench.engine.objective import MethodSpec
 
 
 def test_ece_matches_hand_computation():

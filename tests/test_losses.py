@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from tekapbench.data.loader import Batch
-from tekapbench.methods import METHODS, DistillContext, FeatureShapes, MethodSpec, Objective, TermSpec
+from tekapbench.methods import METHODS, DistillContext, FeatureShapes
+from tekapbench.engine.objective import MethodSpec, Objective, TermSpec
 from tekapbench.methods.crd import CRDLoss, CRDParams, OtherClassSampler, nce_loss
 from tekapbench.methods.dkd import DKDLoss, DKDParams, decoupled_kd
 from tekapbench.methods.fitnet import conv_regressor

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from tekapbench.errors import ConfigError
-from tekapbench.methods import METHODS, MethodSpec, Objective, TermSpec
+from tekapbench.methods import METHODS
+from tekapbench.engine.objective import MethodSpec, Objective, TermSpec
 from tekapbench.methods.dgkd import DGKDLoss, DGKDParams
 from tekapbench.methods.kd import KDParams
 from tekapbench.modifiers.tekap import TeKAP, TeKAPSettings

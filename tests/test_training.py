@@ -6,7 +6,7 @@ from tekapbench.data import DataOptions, load_dataset
 from tekapbench.engine.recipe import resolve_recipe
 from tekapbench.engine.trainer import Trainer, TrainJob
 from tekapbench.errors import TrainingDivergedError
-from tekapbench.methods import MethodSpec, TermSpec
+from tekapbench.engine.objective import MethodSpec, TermSpec
 from tekapbench.methods.crd import CRDParams
 from tekapbench.methods.kd import KDParams
 from tekapbench.models import create_model

@@ -24,7 +24,7 @@ from tekapbench.data.strong import strong_view
 from tekapbench.engine.recipe import Recipe
 from tekapbench.errors import TrainingDivergedError, UsageError
 from tekapbench.methods.base import DistillContext
-from tekapbench.methods.objective import MethodSpec, Objective
+from tekapbench.engine.objective import MethodSpec, Objective
 from tekapbench.models.base import create_model, probe_shapes
 from tekapbench.seeding import derive_seed, make_generator, seed_everything
 

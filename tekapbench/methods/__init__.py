@@ -1,9 +1,7 @@
 """Distillation methods: one file per method, each registered in METHODS."""
 from tekapbench.methods.base import METHODS, DistillContext, FeatureShapes, LossTerm, MethodParams, register_method
-from tekapbench.methods.objective import MethodSpec, Objective, TermSpec
 from tekapbench.registry import import_submodules
 
 import_submodules(__name__)  # each method file registers itself
 
-__all__ = ["METHODS", "DistillContext", "FeatureShapes", "LossTerm", "MethodParams", "MethodSpec", "Objective",
-           "TermSpec", "register_method"]
+__all__ = ["METHODS", "DistillContext", "FeatureShapes", "LossTerm", "MethodParams", "register_method"]

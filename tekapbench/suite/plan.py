@@ -20,7 +20,7 @@ from tekapbench.engine.recipe import Recipe, resolve_recipe
 from tekapbench.evaluations.base import evaluation_key
 from tekapbench.errors import ConfigError, UsageError
 from tekapbench.methods.base import METHODS, TEACHER_TOPOLOGIES, THROUGH_ASSISTANTS, DistillContext, MethodParams
-from tekapbench.methods.objective import MethodSpec, Objective, TermSpec
+from tekapbench.engine.objective import MethodSpec, Objective, TermSpec
 from tekapbench.models.base import FeatureShapes, create_model, load_weights, probe_shapes
 from tekapbench.modifiers.tekap import LEVEL_FIELDS
 from tekapbench.results.provenance import sha256_file

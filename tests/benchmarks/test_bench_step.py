@@ -15,7 +15,8 @@ import torch
 
 from tekapbench.data import Batch
 from tekapbench.models.base import probe_shapes
-from tekapbench.methods import DistillContext, MethodSpec, Objective, TermSpec
+from tekapbench.methods import DistillContext
+from tekapbench.engine.objective import MethodSpec, Objective, TermSpec
 from tekapbench.methods.kd import KDParams
 from tekapbench.models import create_model
 from tekapbench.modifiers import TeKAPSettings

@@ -7,7 +7,7 @@ import torch
 from tekapbench.data.loader import Batch
 from tekapbench.methods import METHODS, DistillContext, FeatureShapes
 from tekapbench.engine.objective import MethodSpec, Objective, TermSpec
-from tekapbench.methods.crd import CRDLoss, CRDParams, OtherClassSampler, nce_loss
+from tekapbench.methods.crd import CRDLoss, CRDParams, FixedNegatives, OtherClassSampler, nce_loss
 from tekapbench.methods.dkd import DKDLoss, DKDParams, decoupled_kd
 from tekapbench.methods.fitnet import conv_regressor
 from tekapbench.methods.kd import KDParams, kd_loss
@@ -173,15 +173,20 @@ def test_nce_loss_matches_hand_computation():
     assert nce_loss(scores, n_data).item() == pytest.approx(-expected / 2, rel=1e-6)
 
 
-def test_crd_negatives_come_from_other_classes_uniformly():
+def test_crd_negatives_are_distinct_samples_of_other_classes_drawn_uniformly():
+    # RepDistiller: np.random.choice(cls_negative[target], k, replace=k > len(cls_negative[target]))
     labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
     sampler = OtherClassSampler(labels)
     query = torch.tensor([0, 2, 3])
-    drawn = sampler.sample(query, 4000, torch.Generator().manual_seed(0))
-    for row, cls in zip(drawn, query):
-        assert (labels[row] != cls).all()
-    counts = torch.bincount(drawn[0], minlength=10)[3:].float()  # class 0 excluded: 7 candidates
-    assert (counts / 4000 - 1 / 7).abs().max() < 0.03
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.zeros(10)
+    for _ in range(2000):
+        drawn = sampler.sample(query, 5, generator)  # pools of 7, 6 and 9 candidates
+        assert (labels[drawn] != query.unsqueeze(1)).all()
+        assert all(len(set(row)) == 5 for row in drawn.tolist())  # without replacement
+        counts += torch.bincount(drawn[0], minlength=10)
+    assert counts[:3].sum() == 0
+    assert (counts[3:] / 2000 - 5 / 7).abs().max() < 0.04  # each candidate in 5 of 7 draws
 
 
 def crd_context(n=40, classes=4, dim_s=6, dim_t=8):
@@ -191,12 +196,15 @@ def crd_context(n=40, classes=4, dim_s=6, dim_t=8):
                           train_labels=labels, device=torch.device("cpu"))
 
 
-def test_crd_updates_its_memory_only_for_the_real_teacher():
-    ctx = crd_context()
-    crd = CRDLoss(CRDParams(feat_dim=5, nce_k=7), ctx)
-    crd.reseed(0)
+def test_crd_call_on_a_synthetic_teacher_sees_and_updates_the_banks_like_a_second_contrast_call():
+    # TeKAP's crd/criterion.py calls the contrast memory again with the perturbed teacher: same indices, the
+    # banks as the first call left them, both banks updated again, and the first call's student-side loss
+    torch.manual_seed(0)
+    crd = CRDLoss(CRDParams(feat_dim=5, nce_k=7), crd_context())
+    crd.sampler = FixedNegatives(torch.tensor([[1, 2, 3, 6, 7, 9, 11], [0, 2, 3, 4, 6, 8, 12], [1, 3, 4, 5, 7, 9, 13]]))
     s = out(torch.randn(3, 4), embedding=torch.randn(3, 6, requires_grad=True))
     t = out(torch.randn(3, 4), embedding=torch.randn(3, 8))
+    t2 = out(torch.randn(3, 4), embedding=torch.randn(3, 8))
     b = batch(torch.tensor([0, 1, 2]), indices=torch.tensor([0, 5, 10]))
     before = crd.memory_s.clone()
     loss = crd(s, t, b, epoch=1)
@@ -204,11 +212,24 @@ def test_crd_updates_its_memory_only_for_the_real_teacher():
     changed = (crd.memory_s != before).any(dim=1).nonzero().flatten().tolist()
     assert changed == [0, 5, 10]
     assert torch.allclose(crd.memory_s[[0, 5, 10]].norm(dim=1), torch.ones(3))
-    after_primary = crd.memory_s.clone()
-    crd(s, t, b, epoch=1, primary=False)
-    assert torch.equal(crd.memory_s, after_primary)
-    loss.backward()
-    assert s.embedding.grad is not None and crd.embed_s.linear.weight.grad is not None
+    mem_s, mem_t = crd.memory_s.clone(), crd.memory_t.clone()
+    with torch.no_grad():
+        v_s, v_t2 = crd.embed_s(s.embedding), crd.embed_t(t2.embedding)
+        idx = torch.cat([b.indices.unsqueeze(1), crd.sampler.negatives], dim=1)
+        first_t = nce_loss(torch.exp((before[idx] @ crd.embed_t(t.embedding).unsqueeze(2)).squeeze(2) / 0.07)
+                           / crd.z_norm[1], 40)  # the real teacher's part, scored before the update
+    synthetic = crd(s, t2, b, epoch=1, primary=False)
+    # the student bank as the first call left it scores the synthetic teacher; the first call's s_loss is reused
+    scores = torch.exp((mem_s[idx] @ v_t2.unsqueeze(2)).squeeze(2) / 0.07) / crd.z_norm[1]
+    s_loss = loss.item() - first_t.item()
+    assert synthetic.item() == pytest.approx(s_loss + nce_loss(scores, 40).item(), rel=1e-5)
+    changed = ((crd.memory_s != mem_s) | (crd.memory_t != mem_t)).any(dim=1).nonzero().flatten().tolist()
+    assert changed == [0, 5, 10]
+    rows = torch.tensor([0, 5, 10])
+    assert torch.allclose(crd.memory_s[rows], torch.nn.functional.normalize(0.5 * mem_s[rows] + 0.5 * v_s), atol=1e-6)
+    assert torch.allclose(crd.memory_t[rows], torch.nn.functional.normalize(0.5 * mem_t[rows] + 0.5 * v_t2), atol=1e-6)
+    (loss + synthetic).backward()
+    assert s.embedding.grad is not None and crd.embed_t.linear.weight.grad is not None
 
 
 @pytest.mark.parametrize("s_shape,t_shape", [((8, 16, 16), (16, 8, 8)), ((8, 8, 8), (16, 16, 16)),
@@ -246,7 +267,7 @@ def test_fitnet_is_the_mse_between_the_regressed_hint_and_the_teacher_feature():
         METHODS.get("fitnet").term(METHODS.get("fitnet").params(hint_layer=2), ctx)
 
 
-def test_tekap_on_crd_scores_every_view_against_the_same_memory():
+def test_tekap_on_crd_calls_the_contrast_memory_once_per_teacher_in_turn():
     from tekapbench.seeding import derive_seed
 
     def build():
@@ -258,19 +279,22 @@ def test_tekap_on_crd_scores_every_view_against_the_same_memory():
     t = out(torch.randn(3, 4), embedding=torch.randn(3, 8))
     b = batch(torch.tensor([0, 1, 2]), indices=torch.tensor([0, 5, 10]))
     plain = build()
-    plain.reseed(derive_seed(9, "base"))
-    expected = plain(s, t, b, epoch=1).item()
+    plain.reseed(derive_seed(9, "base"))  # the wrapper reseeds its base with this seed: the same negatives
+    calls = [plain(s, t, b, epoch=1), plain(s, t, b, epoch=1, primary=False), plain(s, t, b, epoch=1, primary=False)]
     wrapped = TeKAP(build(), TeKAPSettings(level="feature", alpha=0.0, n_teachers=2))
     wrapped.reseed(9)
-    # alpha = 0: both synthetic teachers equal the real one, so the loss is (1 + 2 * 1.0) times CRD's
-    assert wrapped(s, t, b, epoch=1).item() == pytest.approx(3 * expected, rel=1e-6)
+    # alpha = 0: the synthetic teachers equal the real one, yet each call sees the banks the previous one updated
+    got = wrapped(s, t, b, epoch=1).item()
+    assert got == pytest.approx(sum(c.item() for c in calls), rel=1e-6)
+    assert got != pytest.approx(3 * calls[0].item(), rel=1e-4)
+    assert torch.equal(wrapped.base.memory_s, plain.memory_s) and torch.equal(wrapped.base.memory_t, plain.memory_t)
 
 
 def test_crd_loss_matches_the_repdistiller_formula_by_hand():
     torch.manual_seed(0)
     crd = CRDLoss(CRDParams(feat_dim=2, nce_k=2, nce_t=0.5), crd_context(n=6, classes=3, dim_s=2, dim_t=2))
     negatives = torch.tensor([[1, 2], [0, 5]])
-    crd.sampler.sample = lambda labels, k, generator: negatives  # fix the draw to compute by hand
+    crd.sampler = FixedNegatives(negatives)  # fix the draw to compute by hand
     e_s, e_t = torch.tensor([[1.0, 0.0], [0.5, 0.5]]), torch.tensor([[0.0, 2.0], [1.0, -1.0]])
     s, t = out(torch.zeros(2, 3), embedding=e_s), out(torch.zeros(2, 3), embedding=e_t)
     b = batch(torch.tensor([0, 1]), indices=torch.tensor([3, 4]))

@@ -1,4 +1,11 @@
-"""FitNet (Romero et al., 2015): regress a student stage feature onto the teacher's (hint), MSE."""
+"""FitNet (Romero et al., 2015): regress a student stage feature onto the teacher's (hint), MSE.
+
+Official code, as the distillation benchmarks run it: github:HobbitLong/RepDistiller,
+``distiller_zoo/FitNet.py`` (``HintLoss``), ``models/util.py`` (``ConvReg``: convolution, BatchNorm, ReLU),
+``train_student.py`` (hint layer 2, stem = 0), trained in one stage as ``1 * CE + 100 * hint``. The FitNets
+paper trains in two stages (hint pre-training of the student's lower layers, then KD); like RepDistiller
+and mdistiller, tekapbench has no option for that.
+"""
 from __future__ import annotations
 
 import torch.nn.functional as F

@@ -34,6 +34,7 @@ class LoaderSettings:
     crop_size: int | None = None
     eval_resize: int | None = None
     channels_last: bool = False
+    drop_last: bool = False  # training: leave out the last, incomplete batch of an epoch
 
 
 class BatchSource(Protocol):
@@ -95,7 +96,7 @@ class ImageSplits:
         images, labels = (self.train_images, self.train_labels) if train else (self.test_images, self.test_labels)
         return DeviceLoader(images, labels, batch_size=settings.batch_size, device=device, mean=self.mean,
                             std=self.std, train=train, crop_padding=settings.crop_padding, flip=settings.flip,
-                            channels_last=settings.channels_last)
+                            channels_last=settings.channels_last, drop_last=settings.drop_last and train)
 
     def test_images_at(self, indices: torch.Tensor, settings: LoaderSettings | None = None) -> torch.Tensor:
         """uint8 (len(indices), 3, H, W): the test images at ``indices``, as the test loader sees them."""

@@ -56,7 +56,8 @@ class FolderSplits:
         return FolderLoader(files, labels, batch_size=settings.batch_size, device=device, mean=self.mean,
                             std=self.std, train=train, crop_size=settings.crop_size or self.image_size,
                             eval_resize=settings.eval_resize, flip=settings.flip,
-                            channels_last=settings.channels_last, workers=self.workers)
+                            channels_last=settings.channels_last, workers=self.workers,
+                            drop_last=settings.drop_last and train)
 
     def test_images_at(self, indices: torch.Tensor, settings: LoaderSettings | None = None) -> torch.Tensor:
         """uint8 test views (resize, centre crop) of the images at ``indices``, decoded now."""

@@ -21,6 +21,7 @@ from torch import nn
 from tekapbench.atomic import save_torch
 from tekapbench.data.base import BatchSource, Splits
 from tekapbench.data.strong import strong_view
+from tekapbench.engine.optim import OPTIMIZERS
 from tekapbench.engine.recipe import Recipe
 from tekapbench.errors import TrainingDivergedError, UsageError
 from tekapbench.methods.base import DistillContext
@@ -129,8 +130,7 @@ class Trainer:
         except ValueError as exc:
             raise UsageError(f"run {job.run_id}: {exc}") from None
         params = list(self.model.parameters()) + list(self.objective.parameters())
-        self.optimizer = torch.optim.SGD(params, lr=job.recipe.lr, momentum=job.recipe.momentum,
-                                         weight_decay=job.recipe.weight_decay)
+        self.optimizer = OPTIMIZERS.get(job.recipe.optimizer)(params, job.recipe)
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 1
         # syncing with the device on every step would stall a GPU; on a CPU it is free

@@ -7,14 +7,15 @@ a term and feed it other views of the teacher, so no method is ever copied to ad
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from tekapbench.data.loader import Batch
+from tekapbench.engine.recipe import check_recipe_table
 from tekapbench.models.base import FeatureShapes, ModelOutput
 from tekapbench.registry import Registry
 
@@ -60,8 +61,10 @@ class DistillContext:
 class LossTerm(nn.Module, metaclass=ABCMeta):
     """One distillation loss term. Subclasses set ``reads`` and implement ``forward``.
 
-    ``primary`` is False when a modifier calls the term again on a synthetic view of the teacher:
-    stateful terms (CRD's memory bank) then reuse this batch's sampling and leave their state alone.
+    ``primary`` is False when a modifier calls the term again on a synthetic view of the teacher: a term
+    with random draws reuses the batch's (CRD's negatives, DGKD's dropped term), and a stateful term does
+    what its official code does on such a call (CRD's memory sees and takes a second update, as in TeKAP's
+    code); see each method's docstring.
     """
 
     #: the ModelOutput fields of the teacher that the term reads; modifiers perturb only these
@@ -101,23 +104,32 @@ class MethodEntry:
     weight: float
     description: str = ""
     teachers: str = "one"  # a key of TEACHER_TOPOLOGIES
+    # the official training recipe where it departs from the dataset's standard one, by dataset recipe
+    # name (engine/recipe.py explains the layers): {"cifar100": {"source": ..., "lr": ..., ...}}
+    recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 METHODS: Registry[MethodEntry] = Registry("method")
 
 
 def register_method(name: str, *, params: type[MethodParams] = NoParams, ce_weight: float, weight: float,
-                    teachers: str = "one", description: str | None = None):
+                    teachers: str = "one", description: str | None = None,
+                    recipes: Mapping[str, Mapping[str, Any]] | None = None):
     """Class decorator: ``@register_method("kd", params=KDParams, ce_weight=0.1, weight=0.9)``; ``teachers``
-    names the topology of its teachers (TEACHER_TOPOLOGIES). The same term class may be registered under
-    several names (TAKD is KD along a chain of assistants)."""
+    names the topology of its teachers (TEACHER_TOPOLOGIES); ``recipes`` the official training recipe per
+    dataset recipe name, where it is not the dataset's standard one (each table names its ``source``)."""
     if teachers not in TEACHER_TOPOLOGIES:
         raise ValueError(f"method {name!r}: teachers={teachers!r}; allowed: {', '.join(TEACHER_TOPOLOGIES)}")
+    for dataset, table in (recipes or {}).items():
+        check_recipe_table(table, f"method {name!r} recipes[{dataset!r}]")
+        if not table.get("source"):
+            raise ValueError(f"method {name!r} recipes[{dataset!r}]: name its 'source' (repository, commit, file)")
 
     def decorator(term_cls):
         doc = (term_cls.__doc__ or "").strip().splitlines()
         METHODS.register(name)(
-            MethodEntry(name, term_cls, params, ce_weight, weight, description or (doc[0] if doc else ""), teachers)
+            MethodEntry(name, term_cls, params, ce_weight, weight, description or (doc[0] if doc else ""), teachers,
+                        dict(recipes or {}))
         )
         return term_cls
 

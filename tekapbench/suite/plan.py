@@ -199,15 +199,36 @@ class _Planner:
     def assistants(self, plan: SuitePlan, dataset: str, pair: PairSection, seed: int,
                    method: MethodSpec, teacher_id: str, *, dense: bool) -> list[str]:
         """The runs of the pair's assistants, each learning by ``method`` (without TeKAP, so that a method
-        with and without TeKAP shares them) from the one before it, or, ``dense``, from all before it."""
+        with and without TeKAP shares them) on the method's recipe, from the one before it, or, ``dense``,
+        from all before it."""
         base = MethodSpec(method.ce_weight, tuple(replace(t, tekap=None) for t in method.terms))
-        ids = [teacher_id]
+        ids, archs = [teacher_id], [pair.teacher]
         for arch in pair.assistants:
-            recipe = self.recipe(dataset, arch, self.suite.recipe.model_dump(), "recipe")
+            recipe = self.recipe(dataset, arch, self.suite.recipe.model_dump(), "recipe",
+                                 self.method_recipe(method, dataset), teacher_arch=archs[-1])
             spec = RunSpec(kind="train", dataset=dataset, arch=arch, seed=seed, recipe=recipe, method=base,
                            teachers=tuple(ids) if dense else (ids[-1],))
             ids.append(plan.add_run(spec))
+            archs.append(arch)
         return ids
+
+    def method_recipe(self, method: MethodSpec, dataset: str) -> dict[str, Any] | None:
+        """The official recipe the method's terms train with on this dataset (None: the dataset's standard
+        one, also for every method under ``common_recipe``)."""
+        if self.suite.suite.common_recipe:
+            return None
+        recipe_name = DATASETS.get(dataset).recipe
+        tables = {t.method: METHODS.get(t.method).recipes.get(recipe_name) for t in method.terms}
+        found = {name: table for name, table in tables.items() if table is not None}
+        return next(iter(found.values())) if len(found) == 1 else None
+
+    def check_method_recipes(self, method: MethodSpec, index: int, dataset: str) -> None:
+        tables = {t.method: METHODS.get(t.method).recipes.get(DATASETS.get(dataset).recipe) for t in method.terms}
+        found = sorted(name for name, table in tables.items() if table is not None)
+        if len(found) > 1 and not self.suite.suite.common_recipe:
+            self.problems.append((f"methods[{index}]", (
+                f"its terms each have an official recipe of their own ({', '.join(found)}) on {dataset}: set "
+                "[suite] common_recipe = true to train it on the dataset's standard recipe, or use one of them")))
 
     def teacher_run(self, pair: PairSection, index: int, dataset: str, seed: int) -> RunSpec | None:
         if pair.teacher_checkpoint is not None:
@@ -221,9 +242,10 @@ class _Planner:
         recipe = self.recipe(dataset, pair.teacher, overrides, "teacher_recipe")
         return RunSpec(kind="train", dataset=dataset, arch=pair.teacher, seed=seed, recipe=recipe, method=VANILLA)
 
-    def recipe(self, dataset: str, arch: str, overrides: dict[str, Any], section: str) -> Recipe:
+    def recipe(self, dataset: str, arch: str, overrides: dict[str, Any], section: str,
+               method_recipe: dict[str, Any] | None = None, teacher_arch: str | None = None) -> Recipe:
         entry = DATASETS.get(dataset)
-        recipe = resolve_recipe(entry.recipe, arch, overrides)
+        recipe = resolve_recipe(entry.recipe, arch, overrides, method_recipe, teacher_arch)
 
         def where(*keys: str) -> str:
             """The table that set these keys: a teacher's recipe inherits [recipe]'s, reported there once."""
@@ -261,10 +283,13 @@ class _Planner:
         for dataset in suite.data.datasets:
             for p_index, pair in enumerate(suite.pairs):
                 methods = [self.resolve_method(m, i, pair) for i, m in enumerate(suite.methods)]
-                student_recipe = self.recipe(dataset, pair.student, suite.recipe.model_dump(), "recipe")
+                recipes = []  # each method's student recipe
                 for index, method in enumerate(methods):
+                    self.check_method_recipes(method, index, dataset)
+                    recipes.append(self.recipe(dataset, pair.student, suite.recipe.model_dump(), "recipe",
+                                               self.method_recipe(method, dataset), teacher_arch=pair.teacher))
                     for term in method.terms:
-                        for advice in term.params.advice(student_recipe.epochs):
+                        for advice in term.params.advice(recipes[-1].epochs):
                             if f"methods[{index}]: {advice}" not in plan.notes:
                                 plan.notes.append(f"methods[{index}]: {advice}")
                 for seed in suite.suite.seeds:
@@ -277,7 +302,7 @@ class _Planner:
                         continue
                     teacher_id = plan.add_run(teacher)
                     plan.cells.append(Cell(dataset, pair.teacher, pair.student, TEACHER_ROW, seed, teacher_id))
-                    for m_index, (section, method) in enumerate(zip(suite.methods, methods)):
+                    for m_index, (section, method, student_recipe) in enumerate(zip(suite.methods, methods, recipes)):
                         learns_from = ()
                         if method.needs_teacher:
                             topology = self.topology(section, m_index, pair, p_index)

@@ -15,6 +15,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
                       model_validator)
 
 from tekapbench.data.base import DATASETS
+from tekapbench.engine.optim import OPTIMIZERS, SCHEDULES
 from tekapbench.errors import ConfigError
 from tekapbench.evaluations.base import EVALUATIONS
 from tekapbench.methods.base import METHODS, MethodParams
@@ -42,6 +43,8 @@ DatasetName = Annotated[str, _registered(DATASETS)]
 MethodName = Annotated[str, _registered(METHODS)]
 LayoutName = Annotated[str, _registered(LAYOUTS)]
 EvaluationName = Annotated[str, _registered(EVALUATIONS)]
+OptimizerName = Annotated[str, _registered(OPTIMIZERS)]
+ScheduleName = Annotated[str, _registered(SCHEDULES)]
 
 
 class SuiteInfo(Strict):
@@ -51,6 +54,9 @@ class SuiteInfo(Strict):
     teacher_seed: int | None = Field(
         None, description="train one teacher with this seed for every student seed (default: one per seed)")
     layout: LayoutName = "diverse"
+    common_recipe: bool = Field(
+        False, description="true: every method trains on the dataset's standard recipe (under [recipe]); false: "
+                           "each method on its official recipe where its official code trains otherwise")
     cpu_threads: int | None = Field(
         None, ge=1, description="torch threads on a CPU (default: torch's choice, one per core); fix it so that "
                                 "CPU numbers repeat on other machines: the thread count changes float sums")
@@ -94,6 +100,10 @@ class RecipeOverrides(Strict):
                                                           "crop and the test's centre crop, in pixels")
     eval_resize: int | None = Field(None, gt=0, description="datasets of image files: the test images' shorter "
                                                             "side before the centre crop (default crop_size/0.875)")
+    optimizer: OptimizerName | None = None
+    nesterov: bool | None = Field(None, description="Nesterov momentum (optimizer sgd)")
+    drop_last: bool | None = Field(None, description="leave out each epoch's last, incomplete training batch")
+    schedule: ScheduleName | None = Field(None, description="lr schedule: step (milestones, lr_decay) or cosine")
 
     @field_validator("milestones")
     @classmethod

@@ -161,6 +161,13 @@ class DeviceLoader:
             return self.num_images // self.batch_size
         return math.ceil(self.num_images / self.batch_size)
 
+    def raw_images(self, indices: torch.Tensor) -> torch.Tensor:
+        """The un-augmented uint8 images (B, C, H, W) at ``indices`` of the split (MLKD's strong view
+        augments the original image, not the weak view)."""
+        images = self._store.index_select(0, indices)
+        p = self.crop_padding
+        return images[:, :, p:p + self.height, p:p + self.width] if p else images
+
     def _normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         return self._normalizer(pixels, self.channels_last)
 

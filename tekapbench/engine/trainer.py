@@ -20,7 +20,7 @@ from torch import nn
 
 from tekapbench.atomic import save_torch
 from tekapbench.data.base import BatchSource, Splits
-from tekapbench.data.strong import strong_view
+from tekapbench.data.strong import raw_images, strong_view
 from tekapbench.engine.optim import OPTIMIZERS
 from tekapbench.engine.recipe import Recipe
 from tekapbench.errors import TrainingDivergedError, UsageError
@@ -219,8 +219,9 @@ class Trainer:
             with self.precision.autocast(device):
                 student, teacher = self._forward(batch.images)
                 if strong is not None:
-                    batch = replace(batch, views={"strong": self._forward(
-                        strong_view(batch.images, job.data.mean, job.data.std, strong))})
+                    batch = replace(batch, views={"strong": self._forward(strong_view(  # from the original images
+                        raw_images(self.train_loader, batch.indices), job.data.mean, job.data.std, strong,
+                        channels_last=batch.images.is_contiguous(memory_format=torch.channels_last)))})
             losses = self.objective(student, teacher, batch, epoch)
             loss = sum(losses.values())
             total += loss.detach()

@@ -1,5 +1,5 @@
 """Methods that learn from several teachers: TAKD (a chain of assistants), DGKD (the teacher and every
-assistant, assistants dropped at random), TeKAP on top of them; their planning into runs and training."""
+assistant, one of their terms dropped at random), TeKAP on top of them; their planning into runs and training."""
 import math
 import textwrap
 
@@ -24,18 +24,26 @@ def kd_by_hand(s, t, temperature=4.0):
     return sum(kl(softmax(ti, temperature), softmax(si, temperature)) for si, ti in zip(s, t)) / len(s) * temperature**2
 
 
+# Hinton's KD at T = 4 per term, so that the terms can be checked against kd_by_hand
+BY_HAND = dict(temperature=4.0, kl_reduction="batchmean")
+
+
 def test_dgkd_sums_kd_over_the_teacher_and_the_kept_assistants():
-    keep_all = DGKDLoss(DGKDParams(drop_rate=0.0))
+    keep_all = DGKDLoss(DGKDParams(drop_count=0, **BY_HAND))
     got = keep_all(out(S), (out(T), out(A)), batch(Y), epoch=1).item()
     assert got == pytest.approx(kd_by_hand(S, T) + kd_by_hand(S, A), rel=1e-5)
-    mean = DGKDLoss(DGKDParams(drop_rate=0.0, reduction="mean"))
+    mean = DGKDLoss(DGKDParams(drop_count=0, reduction="mean", **BY_HAND))
     assert mean(out(S), (out(T), out(A)), batch(Y), epoch=1).item() == pytest.approx(got / 2, rel=1e-5)
-    alone = DGKDLoss(DGKDParams())
+    # the official KL (nn.KLDivLoss 'mean') averages over every element: the batch-mean KL / classes
+    element = DGKDLoss(DGKDParams(drop_count=0, temperature=4.0))
+    assert element(out(S), (out(T), out(A)), batch(Y), epoch=1).item() == pytest.approx(got / 4, rel=1e-5)
+    # the first assistant learns from the teacher alone: its only term is never dropped
+    alone = DGKDLoss(DGKDParams(**BY_HAND))
     assert alone(out(S), (out(T),), batch(Y), epoch=1).item() == pytest.approx(kd_by_hand(S, T), rel=1e-5)
 
 
-def test_dgkd_drops_assistants_at_its_rate_from_its_own_generator_never_the_teacher():
-    term = DGKDLoss(DGKDParams(drop_rate=0.5))
+def test_dgkd_paper_form_drops_assistants_at_its_rate_from_its_own_generator_never_the_teacher():
+    term = DGKDLoss(DGKDParams(behaviour="paper", drop_rate=0.5, **BY_HAND))
     term.reseed(7)
     teacher_only, both = kd_by_hand(S, T), kd_by_hand(S, T) + kd_by_hand(S, A)
     draws = [term(out(S), (out(T), out(A)), batch(Y), epoch=1).item() for _ in range(400)]
@@ -46,12 +54,19 @@ def test_dgkd_drops_assistants_at_its_rate_from_its_own_generator_never_the_teac
     assert [term(out(S), (out(T), out(A)), batch(Y), epoch=1).item() for _ in range(400)] == draws
 
 
+def test_dgkd_knobs_of_the_other_behaviour_are_refused():
+    with pytest.raises(ValueError, match="drop_rate belongs"):
+        DGKDParams(drop_rate=0.5)
+    with pytest.raises(ValueError, match="drop_count belongs"):
+        DGKDParams(behaviour="paper", drop_count=2)
+
+
 def test_tekap_on_dgkd_perturbs_every_teacher_and_keeps_the_batchs_drops():
-    tekap = TeKAP(DGKDLoss(DGKDParams(drop_rate=0.0)), TeKAPSettings(level="logit", alpha=0.0))
+    tekap = TeKAP(DGKDLoss(DGKDParams(drop_count=0, **BY_HAND)), TeKAPSettings(level="logit", alpha=0.0))
     base = kd_by_hand(S, T) + kd_by_hand(S, A)
     assert tekap.multi_teacher
     assert tekap(out(S), (out(T), out(A)), batch(Y), epoch=1).item() == pytest.approx((1 + 3 * 0.8) * base, rel=1e-5)
-    noisy = TeKAP(DGKDLoss(DGKDParams(drop_rate=0.0)), TeKAPSettings(level="logit", alpha=0.5))
+    noisy = TeKAP(DGKDLoss(DGKDParams(drop_count=0)), TeKAPSettings(level="logit", alpha=0.5))
     noisy.reseed(0)
     views = noisy.synthetic_views((out(T), out(A)))
     assert len(views) == 3 and all(len(v) == 2 for v in views)
@@ -60,16 +75,33 @@ def test_tekap_on_dgkd_perturbs_every_teacher_and_keeps_the_batchs_drops():
 
 
 def test_objective_gives_single_teacher_terms_the_first_teacher():
-    spec = MethodSpec(0.0, (TermSpec("kd", 1.0, KDParams()), TermSpec("dgkd", 1.0, DGKDParams(drop_rate=0.0))))
+    dgkd = TermSpec("dgkd", 1.0, DGKDParams(drop_count=0, **BY_HAND))
+    spec = MethodSpec(0.0, (TermSpec("kd", 1.0, KDParams()), dgkd))
     losses = Objective(spec, None)(out(S), (out(T), out(A)), batch(Y), epoch=1)
     assert losses["kd"].item() == pytest.approx(kd_by_hand(S, T), rel=1e-5)
     assert losses["dgkd"].item() == pytest.approx(kd_by_hand(S, T) + kd_by_hand(S, A), rel=1e-5)
 
 
-def test_takd_is_kd_on_a_chain():
+def test_takd_is_its_own_logit_term_on_a_chain():
+    from tekapbench.methods.takd import TAKDLoss, TAKDParams
+
     entry = METHODS.get("takd")
-    assert entry.teachers == "chain" and entry.term is METHODS.get("kd").term
+    assert entry.teachers == "chain" and entry.term is TAKDLoss and TAKDLoss.reads == {"logits"}
     assert METHODS.get("dgkd").teachers == "dense" and METHODS.get("kd").teachers == "one"
+    # official: KD's batch-mean KL divided by the classes as well (nn.KLDivLoss() default); paper: KD's term
+    official = TAKDLoss(TAKDParams(temperature=4.0))(out(S), out(T), batch(Y), epoch=1).item()
+    paper = TAKDLoss(TAKDParams(temperature=4.0, behaviour="paper"))(out(S), out(T), batch(Y), epoch=1).item()
+    assert official == pytest.approx(kd_by_hand(S, T) / len(S[0]), rel=1e-5)
+    assert paper == pytest.approx(kd_by_hand(S, T), rel=1e-5)
+
+
+def test_takd_under_tekap_perturbs_the_logits_it_reads():
+    from tekapbench.methods.takd import TAKDLoss, TAKDParams
+
+    term = TAKDLoss(TAKDParams())
+    tekap = TeKAP(TAKDLoss(TAKDParams()), TeKAPSettings(level="logit", alpha=0.0))
+    base = term(out(S), out(T), batch(Y), epoch=1).item()
+    assert tekap(out(S), out(T), batch(Y), epoch=1).item() == pytest.approx((1 + 3 * 0.8) * base, rel=1e-5)
 
 
 SUITE = """
@@ -187,27 +219,30 @@ def test_camkd_logit_term_is_the_confidence_weighted_kd_by_hand():
     got = term(out(S), (out(T), out(A)), batch(Y), epoch=1).item()
     w = confidence_weights([torch.tensor(T), torch.tensor(A)], torch.tensor(Y))
     expected = sum(w[k, b].item() * kl(softmax(teacher[b], 4.0), softmax(S[b], 4.0))
-                   for k, teacher in enumerate((T, A)) for b in range(2)) / 2 * 16
+                   for k, teacher in enumerate((T, A)) for b in range(2)) / (2 * 2) * 16  # / (batch x teachers)
     assert got == pytest.approx(expected, rel=1e-5)
 
 
 def test_camkd_feature_term_asks_each_teachers_classifier_about_the_regressed_student():
     from tekapbench.methods.camkd import confidence_weights
 
-    term = _camkd(2.0)
+    term = _camkd(2.0).eval()  # BatchNorm on its initial running statistics: x / sqrt(1 + eps)
     with torch.no_grad():
-        for r in term.regressors:
-            r.weight.copy_(torch.eye(4))
-            r.bias.zero_()
+        for linear, _, _ in term.regressors:
+            linear.weight.copy_(torch.eye(4))
+            linear.bias.zero_()
     heads = [torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)]
-    f_s = torch.tensor(S)  # the student's embedding; regressed by the identity
+    f_s = torch.tensor(S)  # the student's embedding
+    regressed = torch.relu(f_s / math.sqrt(1 + term.regressors[0][1].eps))  # identity map, BatchNorm, ReLU
     f_t = [torch.tensor(T), torch.tensor(A)]
     teachers = tuple(out(logits, embedding=f).replace(head=h) for logits, f, h in zip((T, A), f_t, heads))
-    got = term(out(S, embedding=f_s), teachers, batch(Y), epoch=1).item()
-    logit_part = _camkd(0.0)(out(S), (out(T), out(A)), batch(Y), epoch=1).item()
-    v = confidence_weights([h(f_s) for h in heads], torch.tensor(Y))
-    mse = torch.stack([(f_s - f).pow(2).mean(1) for f in f_t])
-    assert got == pytest.approx(logit_part + 2.0 * (v * mse).sum(0).mean().item(), rel=1e-5)
+    logit_part = _camkd(0.0)(out(S), (out(T), out(A)), batch(Y), epoch=2).item()
+    # the official loop leaves the feature term out at epoch 1
+    assert term(out(S, embedding=f_s), teachers, batch(Y), epoch=1).item() == pytest.approx(logit_part, rel=1e-6)
+    got = term(out(S, embedding=f_s), teachers, batch(Y), epoch=2).item()
+    v = confidence_weights([h(regressed) for h in heads], torch.tensor(Y))
+    mse = torch.stack([(regressed - f).pow(2).mean(1) for f in f_t])
+    assert got == pytest.approx(logit_part + 2.0 * (v * mse).sum().item() / (2 * 2), rel=1e-5)  # / (batch x teachers)
 
 
 def test_camkd_learns_from_an_ensemble_of_the_pairs_teacher(tmp_path):

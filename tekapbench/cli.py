@@ -225,6 +225,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from tekapbench.data import DATASETS
+    from tekapbench.data.views import VIEWS
+    from tekapbench.engine.optim import OPTIMIZERS, SCHEDULES
     from tekapbench.evaluations import EVALUATIONS
     from tekapbench.execution import EXECUTORS
     from tekapbench.methods import METHODS
@@ -241,10 +243,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
         text = getattr(entry, "description", "") or (getattr(entry, "__doc__", "") or "").strip().split("\n")[0]
         if kind == "methods" and entry.teachers != "one":  # whom it learns from, when not just the teacher
             text += f" [teachers: {TEACHER_TOPOLOGIES[entry.teachers]}]"
+        if kind == "methods" and entry.recipes:  # trains on its official recipe there, not the dataset's
+            text += f" [own recipe: {', '.join(entry.recipes)}]"
         return text
 
     registries = {"models": MODELS, "datasets": DATASETS, "methods": METHODS, "evaluations": EVALUATIONS,
-                  "layouts": LAYOUTS, "formats": FORMATS, "plots": PLOTS, "executors": EXECUTORS}
+                  "layouts": LAYOUTS, "formats": FORMATS, "plots": PLOTS, "executors": EXECUTORS,
+                  "optimizers": OPTIMIZERS, "schedules": SCHEDULES, "views": VIEWS}
     for kind in [args.kind] if args.kind else registries:
         print(f"{kind}:")
         for name in registries[kind].names():

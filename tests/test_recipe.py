@@ -161,3 +161,26 @@ terms = [{ method = "camkd" }, { method = "dgkd" }]
         plan_suite(tmp_path / "s.toml")
     assert "official recipe of their own (camkd, dgkd)" in str(info.value)
     assert "common_recipe = true" in str(info.value)
+
+
+def test_a_methods_extra_views_are_recipe_data_recorded_only_where_a_method_needs_them(tmp_path):
+    from tekapbench.errors import ConfigError
+    from tekapbench.suite.plan import plan_suite
+
+    text = SUITE.format(common="", overrides="{views}") + """
+[[methods]]
+label = "MLKD"
+method = "mlkd"
+"""
+    (tmp_path / "s.toml").write_text(text.format(views=""))
+    plan = plan_suite(tmp_path / "s.toml")
+    recipes = {c.row: plan.runs[c.run_id].recipe for c in plan.cells}
+    assert recipes["MLKD"].to_dict()["views"] == {"strong": "mlkd_strong"}
+    assert (recipes["MLKD"].lr, recipes["MLKD"].epochs) == (0.025, 240)  # MLKD's official recipe
+    assert "views" not in recipes["KD"].identity() and "views" not in recipes["Teacher"].identity()
+    assert recipes["MLKD"].identity()["views"] == {"strong": "mlkd_strong"}
+
+    (tmp_path / "bad.toml").write_text(text.format(views='views = { strong = "jitter" }'))
+    with pytest.raises(ConfigError) as info:
+        plan_suite(tmp_path / "bad.toml")
+    assert "recipe.views.strong" in str(info.value) and "allowed: mlkd_strong" in str(info.value)

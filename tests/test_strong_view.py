@@ -12,7 +12,8 @@ import torch
 
 from tekapbench.data.loader import DeviceLoader, Normalizer
 from tekapbench.data.strong import (CUTOUT_FILL, OP, OPS, RANGES, crop_flip, cutout, draw_strong_plan,
-                                    rand_augment_round, raw_images, strong_pixels, strong_view)
+                                    rand_augment_round, strong_pixels, strong_view)
+from tekapbench.data.views import VIEWS, raw_images
 from tekapbench.errors import UsageError
 
 PIL = pytest.importorskip("PIL")
@@ -209,12 +210,16 @@ def test_loader_hands_out_the_original_images():
     for train in (True, False):
         loader = DeviceLoader(x, labels, batch_size=4, device="cpu", mean=MEAN, std=STD, train=train)
         index = torch.tensor([7, 2, 2, 9])
-        assert torch.equal(raw_images(loader, index), x[index])
+        assert torch.equal(raw_images(loader, index, "strong"), x[index])
 
 
 def test_a_streaming_loader_says_the_strong_view_needs_images_in_memory():
     class Streaming:
         pass
 
-    with pytest.raises(UsageError, match="in memory"):
-        raw_images(Streaming(), torch.arange(2))
+    with pytest.raises(UsageError, match="'strong' view .* in-memory dataset"):
+        raw_images(Streaming(), torch.arange(2), "strong")
+
+
+def test_the_official_strong_view_is_registered_for_recipes_to_name():
+    assert VIEWS.get("mlkd_strong") is strong_view

@@ -46,7 +46,7 @@ a lookup table, a blend and a gather to the whole batch, each the identity for t
 another kind, so a batch costs a fixed number of kernels and no host synchronisation.
 
 The trainer hands in the loader's un-augmented images (``DeviceLoader.raw_images``); a loader that streams
-from disk (ImageNet, data/stream.py) has none, and :func:`raw_images` says that MLKD needs an in-memory
+from disk (ImageNet, data/stream.py) has none, and :func:`tekapbench.data.views.raw_images` says that MLKD needs an in-memory
 dataset. Every draw comes from the generator passed in, in the order of :func:`draw_strong_plan`. Magnitudes are
 drawn in float32 and mapped to the op's range in float64 (Python draws in float64; the distribution is
 the same).
@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 
 from tekapbench.data.loader import Normalizer
-from tekapbench.errors import UsageError
+from tekapbench.data.views import VIEWS
 
 OPS: tuple[str, ...] = (
     "auto_contrast", "brightness", "color", "contrast", "equalize", "identity", "posterize",
@@ -339,6 +339,7 @@ def strong_pixels(images: torch.Tensor, plan: StrongPlan, padding: int = 4) -> t
         return x.to(torch.uint8)
 
 
+@VIEWS.register("mlkd_strong")
 def strong_view(images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
                 generator: torch.Generator | None = None, *, padding: int = 4, num_ops: int = 2,
                 channels_last: bool = False) -> torch.Tensor:
@@ -349,13 +350,3 @@ def strong_view(images: torch.Tensor, mean: Sequence[float], std: Sequence[float
     b, c, h, w = images.shape
     plan = draw_strong_plan(b, h, w, generator, images.device, padding=padding, num_ops=num_ops)
     return Normalizer(mean, std, c, images.device)(strong_pixels(images, plan, padding), channels_last)
-
-
-def raw_images(loader, indices: torch.Tensor) -> torch.Tensor:
-    """The un-augmented uint8 images at ``indices`` of a training loader (the strong view's input)."""
-    get = getattr(loader, "raw_images", None)
-    if get is None:
-        raise UsageError(
-            f"MLKD's strong view needs the training images in memory (an in-memory dataset such as CIFAR); "
-            f"{type(loader).__name__} streams them from disk")
-    return get(indices)

@@ -77,9 +77,9 @@ class Objective(nn.Module):
             self.weights[key] = term_spec.weight
 
     @property
-    def views(self) -> frozenset[str]:
-        """The other views of a batch that some term compares on."""
-        return frozenset().union(*(term.views for term in self.terms.values()))
+    def views(self) -> dict[str, str]:
+        """The other views of a batch that some term compares on, each with its default augmentation."""
+        return {name: aug for term in self.terms.values() for name, aug in term.views.items()}
 
     def reseed(self, seed: int) -> None:
         for key, term in self.terms.items():

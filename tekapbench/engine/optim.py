@@ -24,8 +24,9 @@ SCHEDULES: Registry[Schedule] = Registry("schedule")
 
 @OPTIMIZERS.register("sgd")
 def sgd(params, recipe: "Recipe") -> torch.optim.Optimizer:
-    """SGD with momentum (Nesterov's when ``recipe.nesterov``) and coupled weight decay, as every CIFAR
-    distillation code base trains."""
+    """SGD with momentum (Nesterov's when the recipe says so) and coupled weight decay.
+
+    As every CIFAR distillation code base trains."""
     return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
                            nesterov=recipe.nesterov)
 

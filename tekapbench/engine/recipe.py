@@ -43,6 +43,8 @@ class Recipe:
     optimizer: str = "sgd"  # engine/optim.py OPTIMIZERS
     nesterov: bool = False
     schedule: str = "step"  # engine/optim.py SCHEDULES
+    # the augmentation of each extra view the method compares on (data/views.py), as (view, augmentation)
+    views: tuple[tuple[str, str], ...] = ()
     source: str = ""  # where the values come from (not part of a run's identity)
 
     def lr_at(self, epoch: int) -> float:
@@ -59,6 +61,7 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["milestones"] = list(self.milestones)
+        d["views"] = dict(self.views)
         return d
 
     def identity(self) -> dict[str, Any]:
@@ -73,7 +76,7 @@ class Recipe:
 
 
 _IDENTITY_DEFAULTS = {"crop_size": None, "eval_resize": None, "optimizer": "sgd", "nesterov": False,
-                      "schedule": "step", "drop_last": False}
+                      "schedule": "step", "drop_last": False, "views": {}}
 _RECIPE_KEYS = frozenset(Recipe.__dataclass_fields__) - {"source"}
 # keys of a recipe table besides the recipe's own: lr_batch_size (the batch size its lr is stated at),
 # lr_by_arch (lr per student architecture at that batch size), by_pair ("teacher->student" -> values)
@@ -130,4 +133,5 @@ def resolve_recipe(recipe_name: str, arch: str, overrides: dict[str, Any],
     if "crop_size" in given and "eval_resize" not in given and values.get("eval_resize") is not None:
         values["eval_resize"] = default_eval_resize(values["crop_size"])  # the 224-of-256 centre crop's share
     values["milestones"] = tuple(values["milestones"])
+    values["views"] = tuple(sorted(dict(values.get("views") or {}).items()))
     return Recipe(**values, source="; ".join(sources))

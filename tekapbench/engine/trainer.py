@@ -20,7 +20,7 @@ from torch import nn
 
 from tekapbench.atomic import save_torch
 from tekapbench.data.base import BatchSource, Splits
-from tekapbench.data.strong import raw_images, strong_view
+from tekapbench.data.views import VIEWS, raw_images
 from tekapbench.engine.optim import OPTIMIZERS
 from tekapbench.engine.recipe import Recipe
 from tekapbench.errors import TrainingDivergedError, UsageError
@@ -213,15 +213,19 @@ class Trainer:
         total = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         seen = 0
-        views = self.objective.views
-        strong = make_generator(derive_seed(job.seed, "strong", epoch), device) if "strong" in views else None
+        # each extra view: the recipe's augmentation (else the term's own), from its own generator
+        views = {name: (VIEWS.get(aug), make_generator(derive_seed(job.seed, name, epoch), device))
+                 for name, aug in {**self.objective.views, **dict(job.recipe.views)}.items()
+                 if name in self.objective.views}
         for step, batch in enumerate(batches):
             with self.precision.autocast(device):
                 student, teacher = self._forward(batch.images)
-                if strong is not None:
-                    batch = replace(batch, views={"strong": self._forward(strong_view(  # from the original images
-                        raw_images(self.train_loader, batch.indices), job.data.mean, job.data.std, strong,
-                        channels_last=batch.images.is_contiguous(memory_format=torch.channels_last)))})
+                if views:
+                    original = raw_images(self.train_loader, batch.indices, next(iter(views)))
+                    channels_last = batch.images.is_contiguous(memory_format=torch.channels_last)
+                    batch = replace(batch, views={name: self._forward(augment(
+                        original, job.data.mean, job.data.std, generator, channels_last=channels_last))
+                        for name, (augment, generator) in views.items()})
             losses = self.objective(student, teacher, batch, epoch)
             loss = sum(losses.values())
             total += loss.detach()

@@ -71,9 +71,10 @@ class LossTerm(nn.Module, metaclass=ABCMeta):
     reads: ClassVar[frozenset[str]] = frozenset()
     #: True: ``teacher`` is a tuple of every teacher's ModelOutput (teacher first, then the assistants)
     multi_teacher: ClassVar[bool] = False
-    #: other views of the batch the term compares on (e.g. "strong", data/strong.py); the trainer runs
+    #: other views of the batch the term compares on, each with its default augmentation (data/views.py),
+    #: e.g. {"strong": "mlkd_strong"}; a run's recipe says which augmentation each view got. The trainer runs
     #: student and teachers on them and hands the outputs over in ``batch.views[name]``
-    views: ClassVar[frozenset[str]] = frozenset()
+    views: ClassVar[Mapping[str, str]] = {}
 
     @abstractmethod
     def forward(

@@ -106,7 +106,7 @@ class MLKDLoss(LossTerm):
     """Instance-, batch- and class-level logit distillation on weak and strong views."""
 
     reads = frozenset({"logits"})
-    views = frozenset({"strong"})
+    views = {"strong": "mlkd_strong"}  # the official strong view (data/strong.py)
 
     def __init__(self, params: MLKDParams, ctx=None):
         super().__init__()

@@ -205,7 +205,7 @@ class _Planner:
         ids, archs = [teacher_id], [pair.teacher]
         for arch in pair.assistants:
             recipe = self.recipe(dataset, arch, self.suite.recipe.model_dump(), "recipe",
-                                 self.method_recipe(method, dataset), teacher_arch=archs[-1])
+                                 self.method_recipe(method, dataset), teacher_arch=archs[-1], method=base)
             spec = RunSpec(kind="train", dataset=dataset, arch=arch, seed=seed, recipe=recipe, method=base,
                            teachers=tuple(ids) if dense else (ids[-1],))
             ids.append(plan.add_run(spec))
@@ -243,9 +243,17 @@ class _Planner:
         return RunSpec(kind="train", dataset=dataset, arch=pair.teacher, seed=seed, recipe=recipe, method=VANILLA)
 
     def recipe(self, dataset: str, arch: str, overrides: dict[str, Any], section: str,
-               method_recipe: dict[str, Any] | None = None, teacher_arch: str | None = None) -> Recipe:
+               method_recipe: dict[str, Any] | None = None, teacher_arch: str | None = None,
+               method: MethodSpec | None = None) -> Recipe:
+        """The run's recipe; ``method``: the views its terms compare on get their augmentation (the suite's
+        choice, else the term's own), and no other run records any."""
         entry = DATASETS.get(dataset)
+        chosen = overrides.pop("views", None) or {}
         recipe = resolve_recipe(entry.recipe, arch, overrides, method_recipe, teacher_arch)
+        if method is not None:
+            needed = {name: aug for t in method.terms for name, aug in METHODS.get(t.method).term.views.items()}
+            recipe = replace(recipe, views=tuple(sorted({**needed, **{k: v for k, v in chosen.items()
+                                                                       if k in needed}}.items())))
 
         def where(*keys: str) -> str:
             """The table that set these keys: a teacher's recipe inherits [recipe]'s, reported there once."""
@@ -287,7 +295,8 @@ class _Planner:
                 for index, method in enumerate(methods):
                     self.check_method_recipes(method, index, dataset)
                     recipes.append(self.recipe(dataset, pair.student, suite.recipe.model_dump(), "recipe",
-                                               self.method_recipe(method, dataset), teacher_arch=pair.teacher))
+                                               self.method_recipe(method, dataset), teacher_arch=pair.teacher,
+                                               method=method))
                     for term in method.terms:
                         for advice in term.params.advice(recipes[-1].epochs):
                             if f"methods[{index}]: {advice}" not in plan.notes:

@@ -15,6 +15,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
                       model_validator)
 
 from tekapbench.data.base import DATASETS
+from tekapbench.data.views import VIEWS
 from tekapbench.engine.optim import OPTIMIZERS, SCHEDULES
 from tekapbench.errors import ConfigError
 from tekapbench.evaluations.base import EVALUATIONS
@@ -45,6 +46,7 @@ LayoutName = Annotated[str, _registered(LAYOUTS)]
 EvaluationName = Annotated[str, _registered(EVALUATIONS)]
 OptimizerName = Annotated[str, _registered(OPTIMIZERS)]
 ScheduleName = Annotated[str, _registered(SCHEDULES)]
+ViewName = Annotated[str, _registered(VIEWS)]
 
 
 class SuiteInfo(Strict):
@@ -104,6 +106,9 @@ class RecipeOverrides(Strict):
     nesterov: bool | None = Field(None, description="Nesterov momentum (optimizer sgd)")
     drop_last: bool | None = Field(None, description="leave out each epoch's last, incomplete training batch")
     schedule: ScheduleName | None = Field(None, description="lr schedule: step (milestones, lr_decay) or cosine")
+    views: dict[str, ViewName] | None = Field(
+        None, description="augmentation of a method's extra views, e.g. { strong = \"mlkd_strong\" }; default: "
+                          "the method's own")
 
     @field_validator("milestones")
     @classmethod

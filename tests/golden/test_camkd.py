@@ -19,11 +19,9 @@ from tekapbench.methods import METHODS, DistillContext
 from tekapbench.methods.camkd import CAMKDLoss, CAMKDParams
 from tekapbench.models.base import FeatureShapes, ModelOutput
 
+from tensors import fixed
+
 B, C, DS, DT, K = 8, 10, 6, 12, 3  # batch, classes, student and teacher embedding widths, teachers
-
-
-def fixed(shape, seed):
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
 LABELS = torch.randint(0, C, (B,), generator=torch.Generator().manual_seed(0))

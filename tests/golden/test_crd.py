@@ -26,11 +26,9 @@ from tekapbench.models.base import ModelOutput
 from tekapbench.modifiers import tekap as tekap_module
 from tekapbench.modifiers.tekap import TeKAP, TeKAPSettings
 
+from tensors import fixed
+
 B, N, C, DS, DT, FD, K = 8, 40, 4, 12, 16, 8, 16
-
-
-def fixed(shape, seed):
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
 LABELS = torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(100))

@@ -9,20 +9,16 @@ removals) with the defaults of ``parse_arguments`` (T = 5, lamb = 1, drop-num = 
 import pytest
 import torch
 
-from tekapbench.data.loader import Batch
 from tekapbench.engine.objective import MethodSpec, Objective, TermSpec
 from tekapbench.methods import METHODS
 from tekapbench.methods.dgkd import DGKDLoss, DGKDParams
-from tekapbench.models.base import ModelOutput
 from tekapbench.modifiers.tekap import TeKAP, TeKAPSettings
 from tekapbench.seeding import derive_seed
 
+from tensors import batch, fixed, grad_summary, out
+
 B, C = 8, 100
 SOURCE = "github:wonchulSon/DGKD@2599350ebe8cce045efd322a9f7fbf92f12528d7 train.py, TrainManager.train"
-
-
-def fixed(shape, seed):
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
 def inputs():
@@ -36,19 +32,6 @@ def inputs():
     a2 = fixed((B, C), 5) * 3
     a2[torch.arange(B), y] += 4.0
     return s, t, [a1, a2], y
-
-
-def out(z):
-    return ModelOutput(logits=z, features=(), preact_features=(), embedding=z)
-
-
-def batch(y):
-    return Batch(images=torch.zeros(B, 3, 4, 4), labels=y, indices=torch.arange(B))
-
-
-def grad_summary(g):
-    return {"norm": g.norm().item(), "proj": (g * fixed(g.shape, 99)).sum().item(),
-            "g00": g[0, 0].item(), "g37": g[3, 7].item()}
 
 
 # (assistants, dropped index) -> official loss and d loss / d student logits; SOURCE, --drop-num 1

@@ -14,31 +14,10 @@ from tekapbench.data.loader import Batch
 from tekapbench.engine.objective import MethodSpec, Objective, TermSpec
 from tekapbench.methods import METHODS
 from tekapbench.methods.dkd import DKDLoss, DKDParams, decoupled_kd
-from tekapbench.models.base import ModelOutput
+
+from tensors import confident_logits as logits, fixed, grad_summary, out
 
 B, C = 8, 100
-
-
-def fixed(shape, seed):
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-
-
-def logits():
-    """student, teacher, labels (the teacher is confident on the label, so TCKD matters)."""
-    y = torch.randint(0, C, (B,), generator=torch.Generator().manual_seed(3))
-    s = fixed((B, C), 1) * 3
-    t = fixed((B, C), 2) * 5
-    t[torch.arange(B), y] += 8.0
-    return s, t, y
-
-
-def out(z):
-    return ModelOutput(logits=z, features=(), preact_features=(), embedding=z)
-
-
-def grad_summary(g):
-    return {"norm": g.norm().item(), "proj": (g * fixed(g.shape, 99)).sum().item(),
-            "g00": g[0, 0].item(), "g37": g[3, 7].item()}
 
 
 @pytest.mark.parametrize("alpha,beta,temperature,expected", [

@@ -16,11 +16,9 @@ from tekapbench.methods import METHODS, DistillContext, FeatureShapes
 from tekapbench.methods.fitnet import FitNetParams
 from tekapbench.models.base import ModelOutput
 
+from tensors import fixed
+
 B = 8
-
-
-def fixed(shape, seed):
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
 # case: (student feature (C,H,W), teacher feature (C,H,W), official values)

@@ -19,14 +19,11 @@ from tekapbench.data.loader import Batch
 from tekapbench.engine.objective import MethodSpec, Objective, TermSpec
 from tekapbench.methods import METHODS
 from tekapbench.methods.mlkd import MLKDLoss, MLKDParams
-from tekapbench.models.base import ModelOutput
+
+from tensors import fixed, grad_summary, out
 
 B, C = 8, 10
 SOURCE = "github:Jin-Ying/Multi-Level-Logit-Distillation@5ee473fcf193dfb00a0598b64d0acfe6ad58a482"
-
-
-def fixed(shape, seed):
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
 def logits():
@@ -36,15 +33,6 @@ def logits():
     tw[torch.arange(B), y] += 4.0
     ts[torch.arange(B), y] += 2.0
     return sw, tw, ss, ts, y
-
-
-def out(z):
-    return ModelOutput(logits=z, features=(), preact_features=(), embedding=z)
-
-
-def grad_summary(g):
-    return {"norm": g.norm().item(), "proj": (g * fixed(g.shape, 99)).sum().item(),
-            "g00": g[0, 0].item(), "g37": g[3, 7].item()}
 
 
 def test_mlkd_defaults_are_the_official_ones():

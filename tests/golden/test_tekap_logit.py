@@ -12,41 +12,15 @@ i = 0, 1, 2 in call order; here TeKAP's noise source returns the same tensors.
 import pytest
 import torch
 
-from tekapbench.data.loader import Batch
 from tekapbench.engine.objective import MethodSpec, Objective, TermSpec
 from tekapbench.methods import METHODS
 from tekapbench.methods.kd import KDParams
-from tekapbench.models.base import ModelOutput
 from tekapbench.modifiers import tekap as tekap_module
 from tekapbench.modifiers.tekap import TeKAP, TeKAPSettings
 
+from tensors import batch, confident_logits as logits, fixed, grad_summary, out
+
 B, C = 8, 100
-
-
-def fixed(shape, seed):
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-
-
-def logits():
-    """student, teacher, labels (the teacher is confident on the label, as a trained one is)."""
-    y = torch.randint(0, C, (B,), generator=torch.Generator().manual_seed(3))
-    s = fixed((B, C), 1) * 3
-    t = fixed((B, C), 2) * 5
-    t[torch.arange(B), y] += 8.0
-    return s, t, y
-
-
-def out(z):
-    return ModelOutput(logits=z, features=(), preact_features=(), embedding=z)
-
-
-def batch(y):
-    return Batch(images=torch.zeros(B, 3, 4, 4), labels=y, indices=torch.arange(B))
-
-
-def grad_summary(g):
-    return {"norm": g.norm().item(), "proj": (g * fixed(g.shape, 99)).sum().item(),
-            "g00": g[0, 0].item(), "g37": g[3, 7].item()}
 
 
 @pytest.fixture

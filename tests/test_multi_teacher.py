@@ -245,6 +245,25 @@ def test_camkd_feature_term_asks_each_teachers_classifier_about_the_regressed_st
     assert got == pytest.approx(logit_part + 2.0 * (v * mse).sum().item() / (2 * 2), rel=1e-5)  # / (batch x teachers)
 
 
+@pytest.mark.parametrize("level,features_per_teacher", [("logit", False), ("feature", True)])
+def test_tekap_on_camkd_repeats_only_the_parts_that_read_what_it_perturbs(level, features_per_teacher):
+    """Logit-level TeKAP leaves the embeddings alone, so CA-MKD's feature term counts once (on the real
+    teachers); feature-level TeKAP perturbs them, so it is scored on every synthetic teacher too."""
+    torch.manual_seed(0)
+    term = _camkd(2.0).eval()  # eval: BatchNorm does not move between the calls compared
+    heads = [torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)]
+    student = out(S, embedding=torch.randn(2, 4))
+    teachers = tuple(out(t, embedding=torch.randn(2, 4)).replace(head=h) for t, h in zip((T, A), heads))
+    wrapped = TeKAP(term, TeKAPSettings(level=level, n_teachers=3, alpha=0.0))  # alpha 0: views equal the teachers
+    got = wrapped(student, teachers, batch(Y), epoch=2).item()
+    full = term(student, teachers, batch(Y), epoch=2).item()
+    logits_only = term(student, teachers, batch(Y), epoch=2, features=False).item()
+    s = wrapped.settings
+    per_synthetic = full if features_per_teacher else logits_only
+    assert got == pytest.approx(s.real_weight * full + 3 * s.synthetic_weight * per_synthetic, rel=1e-5)
+    assert full > logits_only  # the feature term is there to be counted or not
+
+
 def test_camkd_learns_from_an_ensemble_of_the_pairs_teacher(tmp_path):
     text = SUITE + '\n[[methods]]\nlabel = "CA-MKD"\nmethod = "camkd"\n\n[[methods]]\nlabel = "CA-MKD+TeKAP"\n' \
                    'method = "camkd"\ntekap = { level = "logit" }\n'

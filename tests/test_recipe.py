@@ -30,7 +30,7 @@ def test_per_pair_values_apply_to_that_pair_only():
     pair = resolve_recipe("cifar100", "resnet8x4", {}, OFFICIAL, teacher_arch="resnet32x4")
     other = resolve_recipe("cifar100", "resnet8x4", {}, OFFICIAL, teacher_arch="wrn_40_2")
     assert (pair.epochs, pair.milestones) == (480, (300, 400))
-    assert "per-pair values for resnet32x4->resnet8x4" in pair.source
+    assert "its values for resnet32x4->resnet8x4" in pair.source
     assert (other.epochs, other.milestones) == (200, (100, 150))
 
 
@@ -184,3 +184,62 @@ method = "mlkd"
     with pytest.raises(ConfigError) as info:
         plan_suite(tmp_path / "bad.toml")
     assert "recipe.views.strong" in str(info.value) and "allowed: mlkd_strong" in str(info.value)
+
+
+def test_milestones_stated_for_another_epoch_count_are_kept_by_a_per_pair_length():
+    """MLKD's 960-epoch pairs keep 150/180/210, and a suite's epochs scale from the count they were stated for."""
+    from tekapbench.methods import METHODS
+
+    mlkd = METHODS.get("mlkd").recipes["cifar100"]
+    long = resolve_recipe("cifar100", "ShuffleV2", {}, mlkd, teacher_arch="resnet32x4")
+    assert (long.epochs, long.milestones, long.lr) == (960, (150, 180, 210), 0.01)
+    assert resolve_recipe("cifar100", "ShuffleV2", {"epochs": 240}, mlkd, "resnet32x4").milestones == (150, 180, 210)
+    assert resolve_recipe("cifar100", "ShuffleV2", {"epochs": 24}, mlkd, "resnet32x4").milestones == (15, 18, 21)
+
+
+@pytest.mark.parametrize("method,arch,expected", [
+    ("dgkd", "resnet20", (0.1, (80, 120))), ("dgkd", "wrn_16_2", (0.01, ())), ("dgkd", "ShuffleV1", (0.01, ())),
+    ("takd", "resnet8x4", (0.01, (120,))), ("takd", "vgg8", (0.01, ())),
+])
+def test_the_official_codes_of_takd_and_dgkd_train_any_non_resnet_student_at_a_constant_lr(method, arch, expected):
+    from tekapbench.methods import METHODS
+
+    r = resolve_recipe("cifar100", arch, {}, METHODS.get(method).recipes["cifar100"], teacher_arch="resnet56")
+    assert (r.lr, r.milestones) == expected
+    assert (r.epochs, r.batch_size, r.weight_decay, r.crop_padding, r.flip) == (160, 128, 1e-4, 0, False)
+
+
+def test_every_architecture_a_method_recipe_names_is_in_the_model_zoo():
+    from tekapbench.methods import METHODS
+    from tekapbench.models import MODELS
+
+    for name in METHODS.names():
+        for dataset, table in METHODS.get(name).recipes.items():
+            archs = set(table.get("by_arch", {})) | set(table.get("lr_by_arch", {}))
+            archs |= {a for pair in table.get("by_pair", {}) for a in pair.split("->")}
+            assert archs <= set(MODELS.names()), (name, dataset, archs - set(MODELS.names()))
+
+
+def test_view_choices_that_no_method_compares_on_and_nesterov_without_momentum_are_refused(tmp_path):
+    from tekapbench.errors import ConfigError
+    from tekapbench.suite.plan import plan_suite
+
+    text = SUITE.format(common="", overrides='views = { strnog = "mlkd_strong" }\nmomentum = 0.0')
+    text += '\n[teacher_recipe]\nviews = { strong = "mlkd_strong" }\n'
+    (tmp_path / "s.toml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        plan_suite(tmp_path / "s.toml")
+    message = str(info.value)
+    assert "recipe.views.strnog: no method of this suite compares on a view 'strnog'" in message
+    assert "teacher_recipe.views" in message
+    assert "recipe.momentum: Nesterov momentum needs momentum > 0" in message  # CA-MKD's official Nesterov
+
+
+def test_a_revised_methods_runs_get_new_ids_and_unrevised_ones_keep_theirs():
+    from tekapbench.engine.objective import TermSpec
+    from tekapbench.methods import METHODS
+
+    crd = TermSpec("crd", 0.8, METHODS.get("crd").params())
+    kd = TermSpec("kd", 0.9, METHODS.get("kd").params())
+    assert crd.to_dict()["revision"] == 2  # negatives without replacement; TeKAP F's second memory update
+    assert "revision" not in kd.to_dict()

@@ -26,12 +26,16 @@ class TermSpec:
         return f"{self.method}+tekap" if self.tekap else self.method
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "method": self.method,
             "weight": self.weight,
             "params": self.params.model_dump(mode="json"),
             "tekap": self.tekap.model_dump(mode="json", by_alias=True) if self.tekap else None,
         }
+        revision = METHODS.get(self.method).revision
+        if revision > 1:  # absent at 1, so the ids of runs of unrevised methods stay what they were
+            d["revision"] = revision
+        return d
 
 
 @dataclass(frozen=True)

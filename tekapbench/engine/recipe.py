@@ -79,8 +79,9 @@ _IDENTITY_DEFAULTS = {"crop_size": None, "eval_resize": None, "optimizer": "sgd"
                       "schedule": "step", "drop_last": False, "views": {}}
 _RECIPE_KEYS = frozenset(Recipe.__dataclass_fields__) - {"source"}
 # keys of a recipe table besides the recipe's own: lr_batch_size (the batch size its lr is stated at),
-# lr_by_arch (lr per student architecture at that batch size), by_pair ("teacher->student" -> values)
-_TABLE_KEYS = frozenset({"lr_batch_size", "lr_by_arch", "by_pair", "source"})
+# lr_by_arch (lr per student architecture at that batch size), by_arch (architecture -> values) and
+# by_pair ("teacher->student" -> values), the latter two in methods' official recipes
+_TABLE_KEYS = frozenset({"lr_batch_size", "lr_by_arch", "by_arch", "by_pair", "source"})
 
 
 def check_recipe_table(table: dict[str, Any], where: str) -> None:
@@ -90,6 +91,8 @@ def check_recipe_table(table: dict[str, Any], where: str) -> None:
         if "->" not in pair:
             unknown.append(f"by_pair[{pair!r}] (write 'teacher->student')")
         unknown += [f"by_pair[{pair!r}].{k}" for k in sorted(set(values) - _RECIPE_KEYS)]
+    for arch, values in table.get("by_arch", {}).items():
+        unknown += [f"by_arch[{arch!r}].{k}" for k in sorted(set(values) - _RECIPE_KEYS)]
     if unknown:
         raise ValueError(f"{where}: unknown recipe keys {unknown}; allowed: {sorted(_RECIPE_KEYS | _TABLE_KEYS)}")
 
@@ -105,31 +108,38 @@ def recipe_table() -> dict[str, dict[str, Any]]:
 
 def resolve_recipe(recipe_name: str, arch: str, overrides: dict[str, Any],
                    method_recipe: dict[str, Any] | None = None, teacher_arch: str | None = None) -> Recipe:
-    """The dataset's recipe and the architecture's lr; the method's official recipe over it (its per-pair
-    values for ``teacher_arch -> arch``); the suite's overrides on top."""
+    """The dataset's recipe and the architecture's lr; the method's official recipe over it (its values for
+    the architecture ``arch``, then for the pair ``teacher_arch -> arch``); the suite's overrides on top."""
     base = dict(recipe_table()[recipe_name])
     sources = [f"{recipe_name} standard recipe ({base.pop('source', 'engine/recipes.toml')})"]
+    layers = [base]
     if method_recipe:
         method = dict(method_recipe)
         sources.append(method.pop("source"))
         if "lr" in method and "lr_by_arch" not in method:
             base.pop("lr_by_arch", None)  # the dataset's per-architecture lrs are relative to its own lr
-        pair = method.pop("by_pair", {}).get(f"{teacher_arch}->{arch}", {})
-        base.update(method, **pair)
-        if pair:
-            sources.append(f"per-pair values for {teacher_arch}->{arch}")
-    lr_by_arch = base.pop("lr_by_arch", {})
-    lr_batch_size = base.pop("lr_batch_size")
+        by_arch = method.pop("by_arch", {}).get(arch, {})
+        by_pair = method.pop("by_pair", {}).get(f"{teacher_arch}->{arch}", {})
+        layers += [method, by_arch, by_pair]
+        sources += [f"its values for {arch}"] * bool(by_arch) + [f"its values for {teacher_arch}->{arch}"] * bool(by_pair)
+    values: dict[str, Any] = {}
+    milestones_at = 0  # the epoch count the milestones were stated for: an official long recipe keeps them
+    for layer in layers:
+        values.update(layer)
+        if "milestones" in layer:
+            milestones_at = values["epochs"]
+    lr_by_arch = values.pop("lr_by_arch", {})
+    lr_batch_size = values.pop("lr_batch_size")
     given = {k: v for k, v in overrides.items() if v is not None}
     if given:
         sources.append(f"suite overrides: {', '.join(sorted(given))}")
-    values = {**base, **given}
     if "lr" not in given:  # never touch a user's explicit lr
-        values["lr"] = lr_by_arch.get(arch, base["lr"]) * values["batch_size"] / lr_batch_size
+        values["lr"] = lr_by_arch.get(arch, values["lr"]) * given.get("batch_size", values["batch_size"]) / lr_batch_size
     if "epochs" in given and "milestones" not in given:
-        scale = values["epochs"] / base["epochs"]
-        values["milestones"] = sorted({m for m in (round(b * scale) for b in base["milestones"])
-                                       if 0 < m < values["epochs"]})
+        scale = given["epochs"] / milestones_at
+        values["milestones"] = sorted({m for m in (round(b * scale) for b in values["milestones"])
+                                       if 0 < m < given["epochs"]})
+    values.update(given)
     if "crop_size" in given and "eval_resize" not in given and values.get("eval_resize") is not None:
         values["eval_resize"] = default_eval_resize(values["crop_size"])  # the 224-of-256 centre crop's share
     values["milestones"] = tuple(values["milestones"])

@@ -1,6 +1,6 @@
 """The one training loop, for teachers and students alike.
 
-A run is a model, a recipe, a seed and an objective (methods/objective.py); a teacher is just a run whose
+A run is a model, a recipe, a seed and an objective (engine/objective.py); a teacher is just a run whose
 objective is cross-entropy only. Data stays on the training device (data/loader.py). On CUDA the networks
 run in bf16 autocast and channels_last; the losses always run in fp32. The full training state is written
 atomically after every epoch, and every random source is reseeded from (seed, epoch), so an interrupted

@@ -82,6 +82,13 @@ class LossTerm(nn.Module, metaclass=ABCMeta):
     ) -> torch.Tensor:
         """The term's unweighted loss (fp32 scalar) for this batch; ``epoch`` counts from 1."""
 
+    def synthetic(self, student: ModelOutput, teacher: ModelOutput, batch: Batch, epoch: int,
+                  perturbed: frozenset[str]) -> torch.Tensor:
+        """The term on a synthetic teacher whose fields ``perturbed`` a modifier changed (``primary=False``).
+        A term with a part that reads none of them overrides this to leave that part out: it counted once,
+        on the real teacher."""
+        return self(student, teacher, batch, epoch, primary=False)
+
     def reseed(self, seed: int) -> None:
         """Reset any random generator the term owns (called by the trainer at each epoch start)."""
 
@@ -108,6 +115,9 @@ class MethodEntry:
     # the official training recipe where it departs from the dataset's standard one, by dataset recipe
     # name (engine/recipe.py explains the layers): {"cifar100": {"source": ..., "lr": ..., ...}}
     recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # bumped when the term computes something else under the same settings, so that runs of the old
+    # computation keep their ids and a resumed or skipped run never mixes the two
+    revision: int = 1
 
 
 METHODS: Registry[MethodEntry] = Registry("method")
@@ -115,10 +125,11 @@ METHODS: Registry[MethodEntry] = Registry("method")
 
 def register_method(name: str, *, params: type[MethodParams] = NoParams, ce_weight: float, weight: float,
                     teachers: str = "one", description: str | None = None,
-                    recipes: Mapping[str, Mapping[str, Any]] | None = None):
+                    recipes: Mapping[str, Mapping[str, Any]] | None = None, revision: int = 1):
     """Class decorator: ``@register_method("kd", params=KDParams, ce_weight=0.1, weight=0.9)``; ``teachers``
     names the topology of its teachers (TEACHER_TOPOLOGIES); ``recipes`` the official training recipe per
-    dataset recipe name, where it is not the dataset's standard one (each table names its ``source``)."""
+    dataset recipe name, where it is not the dataset's standard one (each table names its ``source``);
+    ``revision``, bumped when the term's computation changes under unchanged settings, enters run ids."""
     if teachers not in TEACHER_TOPOLOGIES:
         raise ValueError(f"method {name!r}: teachers={teachers!r}; allowed: {', '.join(TEACHER_TOPOLOGIES)}")
     for dataset, table in (recipes or {}).items():
@@ -130,7 +141,7 @@ def register_method(name: str, *, params: type[MethodParams] = NoParams, ce_weig
         doc = (term_cls.__doc__ or "").strip().splitlines()
         METHODS.register(name)(
             MethodEntry(name, term_cls, params, ce_weight, weight, description or (doc[0] if doc else ""), teachers,
-                        dict(recipes or {}))
+                        dict(recipes or {}), revision)
         )
         return term_cls
 

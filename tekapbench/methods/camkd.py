@@ -115,8 +115,13 @@ class CAMKDLoss(LossTerm):
         mse = torch.stack([(x - k.embedding.float()).pow(2).mean(1) for x, k in zip(regressed, teacher)])
         return self._reduce(weights * mse)
 
-    def forward(self, student, teacher, batch, epoch, *, primary=True):
+    def forward(self, student, teacher, batch, epoch, *, primary=True, features: bool = True):
         loss = self.logit_loss(student, teacher, batch.labels)
-        if self.params.feature_weight and epoch >= self.params.feature_from_epoch:
+        if features and self.params.feature_weight and epoch >= self.params.feature_from_epoch:
             loss = loss + self.params.feature_weight * self.feature_loss(student, teacher, batch.labels)
         return loss
+
+    def synthetic(self, student, teacher, batch, epoch, perturbed):
+        # logit-level TeKAP leaves the embeddings alone: the feature term counts once, on the real teachers
+        # (and the regressors' BatchNorm statistics see each batch once)
+        return self(student, teacher, batch, epoch, primary=False, features="embedding" in perturbed)

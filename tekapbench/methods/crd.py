@@ -125,7 +125,9 @@ class FixedNegatives(nn.Module):
         return self.negatives
 
 
-@register_method("crd", params=CRDParams, ce_weight=1.0, weight=0.8)
+# revision 2: negatives drawn without replacement, and a synthetic teacher's call (TeKAP F) scored against
+# and updating the memory, as the official code does; revision 1 drew with replacement and left it alone
+@register_method("crd", params=CRDParams, ce_weight=1.0, weight=0.8, revision=2)
 class CRDLoss(LossTerm):
     """Contrastive representation distillation on the pooled embeddings."""
 

@@ -39,6 +39,7 @@ import torch
 from pydantic import Field, model_validator
 
 from tekapbench.methods.base import DistillContext, LossTerm, MethodParams, register_method, soft_log_probs
+from tekapbench.methods.takd import NOT_RESNETS, PLAIN_CNN
 
 
 class DGKDParams(MethodParams):
@@ -80,14 +81,16 @@ def dgkd_loss(terms: torch.Tensor, keep: torch.Tensor, reduction: str = "sum") -
     return loss / keep.sum() if reduction == "mean" else loss
 
 
-# The official recipe (train.py: argument defaults and adjust_learning_rate): 160 epochs, batch 128, SGD
-# momentum 0.9, weight decay 1e-4, lr 0.1 dropped x0.1 at epochs/2 and 3*epochs/4 (ResNets; its plain CNNs
-# keep 0.01), and no augmentation: ``--crop`` defaults to False (data_loader.py get_cifar). A suite that
-# wants CRD's augmentation for DGKD sets crop_padding = 4 and flip = true under [recipe].
+# The official recipe (train.py: argument defaults and adjust_learning_rate, TAKD's code extended): 160
+# epochs, batch 128, SGD momentum 0.9, weight decay 1e-4, lr 0.1 dropped x0.1 at epochs/2 and 3*epochs/4
+# for ResNet students, a constant 0.01 for every other student (model_factory.is_resnet: a name starting
+# with "resnet"), and no augmentation: ``--crop`` defaults to False (data_loader.py get_cifar). A suite
+# that wants CRD's augmentation for DGKD sets crop_padding = 4 and flip = true under [recipe].
 OFFICIAL_RECIPES = {"cifar100": {
     "source": "DGKD, github:wonchulSon/DGKD@2599350ebe8cce045efd322a9f7fbf92f12528d7 train.py, data_loader.py",
     "epochs": 160, "batch_size": 128, "lr": 0.1, "lr_batch_size": 128, "weight_decay": 1e-4,
     "milestones": [80, 120], "lr_decay": 0.1, "crop_padding": 0, "flip": False,
+    "by_arch": {arch: PLAIN_CNN for arch in NOT_RESNETS},
 }}
 
 

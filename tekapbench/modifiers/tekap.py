@@ -153,6 +153,6 @@ class TeKAP(LossTerm):
         s = self.settings
         loss = s.real_weight * self.base(student, teacher, batch, epoch, primary=primary)
         for view in self.synthetic_views(teacher):
-            loss = loss + s.synthetic_weight * self.base(student, view, self._with_views_perturbed(batch), epoch,
-                                                         primary=False)
+            loss = loss + s.synthetic_weight * self.base.synthetic(student, view, self._with_views_perturbed(batch),
+                                                                   epoch, self.perturbed)
         return loss

@@ -212,23 +212,20 @@ class _Planner:
             archs.append(arch)
         return ids
 
-    def method_recipe(self, method: MethodSpec, dataset: str) -> dict[str, Any] | None:
+    def method_recipe(self, method: MethodSpec, dataset: str, index: int | None = None) -> dict[str, Any] | None:
         """The official recipe the method's terms train with on this dataset (None: the dataset's standard
-        one, also for every method under ``common_recipe``)."""
+        one, also for every method under ``common_recipe``); with ``index``, terms that each bring one are
+        reported as a problem of methods[index]."""
         if self.suite.suite.common_recipe:
             return None
         recipe_name = DATASETS.get(dataset).recipe
-        tables = {t.method: METHODS.get(t.method).recipes.get(recipe_name) for t in method.terms}
-        found = {name: table for name, table in tables.items() if table is not None}
-        return next(iter(found.values())) if len(found) == 1 else None
-
-    def check_method_recipes(self, method: MethodSpec, index: int, dataset: str) -> None:
-        tables = {t.method: METHODS.get(t.method).recipes.get(DATASETS.get(dataset).recipe) for t in method.terms}
-        found = sorted(name for name, table in tables.items() if table is not None)
-        if len(found) > 1 and not self.suite.suite.common_recipe:
+        found = {t.method: METHODS.get(t.method).recipes[recipe_name] for t in method.terms
+                 if recipe_name in METHODS.get(t.method).recipes}
+        if len(found) > 1 and index is not None:
             self.problems.append((f"methods[{index}]", (
-                f"its terms each have an official recipe of their own ({', '.join(found)}) on {dataset}: set "
-                "[suite] common_recipe = true to train it on the dataset's standard recipe, or use one of them")))
+                f"its terms each have an official recipe of their own ({', '.join(sorted(found))}) on {dataset}: "
+                "set [suite] common_recipe = true to train it on the dataset's standard recipe, or use one of them")))
+        return next(iter(found.values())) if len(found) == 1 else None
 
     def teacher_run(self, pair: PairSection, index: int, dataset: str, seed: int) -> RunSpec | None:
         if pair.teacher_checkpoint is not None:
@@ -248,12 +245,16 @@ class _Planner:
         """The run's recipe; ``method``: the views its terms compare on get their augmentation (the suite's
         choice, else the term's own), and no other run records any."""
         entry = DATASETS.get(dataset)
+        overrides = dict(overrides)
         chosen = overrides.pop("views", None) or {}
         recipe = resolve_recipe(entry.recipe, arch, overrides, method_recipe, teacher_arch)
         if method is not None:
             needed = {name: aug for t in method.terms for name, aug in METHODS.get(t.method).term.views.items()}
             recipe = replace(recipe, views=tuple(sorted({**needed, **{k: v for k, v in chosen.items()
                                                                        if k in needed}}.items())))
+        if recipe.nesterov and recipe.momentum == 0:
+            self.problems.append((f"{section}.momentum", "Nesterov momentum needs momentum > 0; set momentum or "
+                                  "nesterov = false"))
 
         def where(*keys: str) -> str:
             """The table that set these keys: a teacher's recipe inherits [recipe]'s, reported there once."""
@@ -279,8 +280,21 @@ class _Planner:
                                   f"the last epoch ({recipe.epochs}): the lr would never drop there"))
         return recipe
 
+    def check_views(self) -> None:
+        """A view chosen in [recipe] must be one that some method of the suite compares on."""
+        compared = {name for m in self.suite.methods for t in m.term_sections()
+                    for name in METHODS.get(t.method).term.views}
+        for name in self.suite.recipe.views or {}:
+            if name not in compared:
+                self.problems.append((f"recipe.views.{name}", (
+                    f"no method of this suite compares on a view {name!r}; views its methods compare on: "
+                    f"{', '.join(sorted(compared)) or 'none'}")))
+        if self.suite.teacher_recipe.views:
+            self.problems.append(("teacher_recipe.views", "teachers train on cross-entropy alone, on no extra view"))
+
     def plan(self) -> SuitePlan:
         suite = self.suite
+        self.check_views()
         plan = SuitePlan(name=suite.suite.name, source=self.source, layout=suite.suite.layout,
                          description=suite.suite.description, download=suite.data.download,
                          cpu_threads=suite.suite.cpu_threads, slurm=suite.slurm.model_dump(),
@@ -293,9 +307,8 @@ class _Planner:
                 methods = [self.resolve_method(m, i, pair) for i, m in enumerate(suite.methods)]
                 recipes = []  # each method's student recipe
                 for index, method in enumerate(methods):
-                    self.check_method_recipes(method, index, dataset)
                     recipes.append(self.recipe(dataset, pair.student, suite.recipe.model_dump(), "recipe",
-                                               self.method_recipe(method, dataset), teacher_arch=pair.teacher,
+                                               self.method_recipe(method, dataset, index), teacher_arch=pair.teacher,
                                                method=method))
                     for term in method.terms:
                         for advice in term.params.advice(recipes[-1].epochs):

@@ -182,6 +182,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     rules = [gates.parse_cli_rule(text) for text in args.tolerance]
     failed = False
     if args.baseline is not None:
+        args.baseline = gates.baseline_path(args.baseline, writing=args.update)
         suites = [args.suite] if args.suite else None
         if args.update:
             from tekapbench.tables.build import chosen_suites
@@ -307,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="regression gate: results against a baseline, benchmark ratios against "
                                          "bounds; exit 1 on a regression")
     check.add_argument("results", nargs="?", default="results", help="results folder (default: results)")
-    check.add_argument("--baseline", type=Path, help="baseline file (JSON), e.g. results/baselines/cpu.json")
+    check.add_argument("--baseline", type=Path, help="baseline file (JSON), or a folder of them, one per CPU type "
+                                                     "(results/baselines/cpu/): the file of this machine's CPU")
     check.add_argument("--suite", help="only this suite (default: every suite of the baseline)")
     check.add_argument("--tolerance", action="append", default=[], metavar="METRIC=DROP",
                        help="tolerated drop, tried before the baseline's rules: top1=0.5, 'adversarial:*=2std', "

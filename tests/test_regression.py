@@ -270,3 +270,37 @@ def test_gate_passes_an_unchanged_run_and_fails_a_planted_regression(tmp_path, c
 def test_run_with_a_bad_thread_count_exits_2(tmp_path, capsys):
     assert main(["run", _suite(tmp_path, 1), "--results", str(tmp_path / "r"), "--threads", "0"]) == 2
     assert "--threads" in capsys.readouterr().err
+
+
+def test_a_folder_of_baselines_gives_the_file_of_this_machines_cpu_type(tmp_path, monkeypatch):
+    """CPU numbers repeat only on one kind of CPU, so a folder keeps one baseline per kind."""
+    from tekapbench.errors import UsageError
+    from tekapbench.regression import baseline as baseline_module
+    from tekapbench.regression import baseline_path
+
+    folder = tmp_path / "cpu"
+    folder.mkdir()
+    (folder / "intel-r-xeon-r-processor.json").write_text("{}")
+    monkeypatch.setattr(baseline_module, "cpu_name", lambda: "AMD EPYC")
+    assert baseline_path(folder, writing=True) == folder / "amd-epyc.json"
+    with pytest.raises(UsageError, match=r"no baseline for this CPU type \(AMD EPYC\): expected amd-epyc.json "
+                                         r"\(present: intel-r-xeon-r-processor.json\)"):
+        baseline_path(folder)
+    monkeypatch.setattr(baseline_module, "cpu_name", lambda: "Intel(R) Xeon(R) Processor")
+    assert baseline_path(folder) == folder / "intel-r-xeon-r-processor.json"
+    assert baseline_path(tmp_path / "one.json") == tmp_path / "one.json"  # a file is used as given
+
+
+def test_the_committed_baselines_name_the_cpu_type_they_were_measured_on(monkeypatch):
+    from pathlib import Path
+
+    from tekapbench.regression import baseline as baseline_module
+    from tekapbench.regression import baseline_path
+
+    folder = Path(__file__).parent.parent / "results" / "baselines" / "cpu"
+    assert len(list(folder.glob("*.json"))) >= 2
+    for file in folder.glob("*.json"):
+        cpus = {env.split(",")[0] for envs in read_baseline(file).environment.values() for env in envs}
+        assert len(cpus) == 1, (file.name, cpus)
+        monkeypatch.setattr(baseline_module, "cpu_name", lambda: next(iter(cpus)))
+        assert baseline_path(folder, writing=True) == file

@@ -1,6 +1,6 @@
-"""The baseline file a regression gate compares with (JSON, committed beside the project, e.g.
-results/baselines/cpu.json): per group and metric the value of every seed, the environment that
-measured them, and the tolerance rules, which ``--update`` keeps.
+"""The baseline file a regression gate compares with (JSON, committed beside the project, one per CPU type
+in results/baselines/cpu/): per group and metric the value of every seed, the environment that measured
+them, and the tolerance rules, which ``--update`` keeps.
 
 Tolerance rules are tried in order; the first whose ``metric`` (and ``group``, when given) glob
 matches decides the drop that still passes: the larger of ``abs`` (in the metric's unit) and ``std``
@@ -23,7 +23,7 @@ from tekapbench import __version__
 from tekapbench.atomic import write_json
 from tekapbench.errors import UsageError, validation_problems
 from tekapbench.regression.measured import Group, Measured, Metric
-from tekapbench.results.provenance import git_commit
+from tekapbench.results.provenance import cpu_name, git_commit
 
 FORMAT = "tekapbench-baseline/1"
 DEFAULT_STDS = 2.0
@@ -94,6 +94,20 @@ class Baseline:
 
     def suites(self) -> list[str]:
         return sorted({g.suite for g in self.groups})
+
+
+def baseline_path(path: Path, *, writing: bool = False) -> Path:
+    """``path`` itself, or for a folder of baselines the file of this machine's CPU type: CPU numbers repeat
+    only on the same kind of CPU (its float kernels), so each kind has its own baseline."""
+    if not path.is_dir():
+        return path
+    file = path / f"{re.sub(r'[^a-z0-9]+', '-', cpu_name().lower()).strip('-') or 'cpu'}.json"
+    if not writing and not file.exists():
+        known = ", ".join(sorted(p.name for p in path.glob("*.json"))) or "none"
+        raise UsageError(f"{path}/ has no baseline for this CPU type ({cpu_name()}): expected {file.name} "
+                         f"(present: {known}); record one on this machine with `tekapbench check --baseline {path} "
+                         f"--update` after running the suites")
+    return file
 
 
 def read_baseline(path: Path) -> Baseline:

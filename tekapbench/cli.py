@@ -19,9 +19,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tekapbench.progress import Progress
     from tekapbench.suite.plan import plan_suite
 
+    from tekapbench.suite.schema import MAX_THREADS
+
     for name in ("threads", "workers"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise UsageError(f"--{name} {getattr(args, name)}: give a positive number")
+        value = getattr(args, name)
+        if value is not None and not 1 <= value <= MAX_THREADS:
+            raise UsageError(f"--{name} {value}: give a number from 1 to {MAX_THREADS}")
     executor = EXECUTORS.get(args.executor)
     if args.worker and args.executor != "local":
         raise UsageError("--worker is for the local executor's own worker processes")

@@ -218,3 +218,17 @@ def test_bad_evaluation_settings_name_the_key(tmp_path, suite, capsys):
     err = capsys.readouterr().err
     assert "evaluations[0]: epss: unknown key; allowed: attacks, eps" in err
     assert "evaluations[1].name: unknown evaluation 'robustness'; allowed: adversarial" in err
+
+
+@pytest.mark.parametrize("where", ["command line", "suite"])
+def test_a_huge_thread_count_is_one_clear_error_not_a_traceback(tmp_path, suite, capsys, where):
+    huge = 99_999_999_999  # overflows torch's C int; a million threads crash the process
+    results = tmp_path / "results"
+    if where == "suite":
+        suite.write_text(suite.read_text().replace("[suite]\n", f"[suite]\ncpu_threads = {huge}\n", 1))
+        assert main(["run", str(suite), "--results", str(results)]) == 2
+        assert "suite.cpu_threads: Input should be less than or equal to 1024" in capsys.readouterr().err
+    else:
+        assert main(["run", str(suite), "--results", str(results), "--threads", str(huge)]) == 2
+        assert f"--threads {huge}: give a number from 1 to 1024" in capsys.readouterr().err
+    assert not results.exists()

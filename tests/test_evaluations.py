@@ -194,6 +194,10 @@ def test_linear_probe_fits_separable_features_and_transfer_runs_on_stl10_files(f
     probe, fit = fit_linear_probe(x, y, 4, TransferParams(weight_decay=0.0))
     assert fit["iterations"] > 0
     assert (probe(x).argmax(1) == y).all()
+    # the stored loss is the objective at the fitted probe, not L-BFGS's first evaluation (ln 4 from zero)
+    with torch.no_grad():
+        assert fit["final_loss"] == pytest.approx(torch.nn.functional.cross_entropy(probe(x), y).item(), rel=1e-6)
+    assert fit["final_loss"] < 0.5 * math.log(4)
 
     torch.manual_seed(0)
     ctx = EvalContext(model=create_model("resnet8_tiny", 100).eval(), data=cifar_like(), device=torch.device("cpu"),

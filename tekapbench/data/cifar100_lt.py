@@ -14,8 +14,10 @@ so the same images are selected. The kept indices are then sorted, so the split 
 (LDAM-DRW groups them by class; the training loader reshuffles every epoch, so only the set matters).
 
 Files, download option and errors are those of the ``cifar100`` reader (``<root>/cifar-100-python/``): its
-loading function is reused as is. ``mean``/``std`` are CIFAR-100's constants (as LDAM-DRW uses), not
-recomputed on the long-tailed subset, so a network sees the same normalisation on both.
+loading function is reused as is. ``mean``/``std`` are the distillation code bases' CIFAR-100 constants,
+not recomputed on the long-tailed subset, so a network sees the same normalisation on both. LDAM-DRW's
+own code (github:kaidic/LDAM-DRW, cifar_train.py) normalises CIFAR-100 with CIFAR-10's statistics,
+(0.4914, 0.4822, 0.4465) / (0.2023, 0.1994, 0.2010); tekapbench does not, so that one teacher serves both.
 """
 from __future__ import annotations
 

@@ -26,6 +26,11 @@ from tekapbench.registry import Registry
 from tekapbench.tables.layouts import LAYOUTS
 
 
+# torch threads: a C int underneath (2**31 overflows it) and a thread pool (a million threads crash the
+# process); far more than any machine has cores
+MAX_THREADS = 1024
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # "2" is not 2
 
@@ -60,7 +65,7 @@ class SuiteInfo(Strict):
         False, description="true: every method trains on the dataset's standard recipe (under [recipe]); false: "
                            "each method on its official recipe where its official code trains otherwise")
     cpu_threads: int | None = Field(
-        None, ge=1, description="torch threads on a CPU (default: torch's choice, one per core); fix it so that "
+        None, ge=1, le=MAX_THREADS, description="torch threads on a CPU (default: torch's choice, one per core); fix it so that "
                                 "CPU numbers repeat on other machines: the thread count changes float sums")
 
     @field_validator("name")

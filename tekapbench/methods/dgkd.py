@@ -40,6 +40,7 @@ from pydantic import Field, model_validator
 
 from tekapbench.methods.base import DistillContext, LossTerm, MethodParams, register_method, soft_log_probs
 from tekapbench.methods.takd import NOT_RESNETS, PLAIN_CNN
+from tekapbench.seeding import LazyGenerator
 
 
 class DGKDParams(MethodParams):
@@ -104,17 +105,14 @@ class DGKDLoss(LossTerm):
     def __init__(self, params: DGKDParams, ctx: DistillContext | None = None):
         super().__init__()
         self.params = params
-        self._seed: int | None = None
-        self._generator: torch.Generator | None = None
+        self.draws = LazyGenerator()
         self._keep: torch.Tensor | None = None
 
     def reseed(self, seed: int) -> None:
-        self._seed, self._generator = seed, None
+        self.draws.reseed(seed)
 
     def _rand(self, count: int, device: torch.device) -> torch.Tensor:
-        if self._seed is not None and (self._generator is None or self._generator.device != device):
-            self._generator = torch.Generator(device=device).manual_seed(self._seed)
-        return torch.rand(count, generator=self._generator, device=device)
+        return torch.rand(count, generator=self.draws.on(device), device=device)
 
     def draw_keep(self, count: int, device: torch.device) -> torch.Tensor:
         """This batch's 0/1 mask over the ``count`` terms (teacher first); at least one is kept."""

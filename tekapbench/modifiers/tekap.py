@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tekapbench.methods.base import LossTerm
 from tekapbench.models.base import ModelOutput
-from tekapbench.seeding import derive_seed
+from tekapbench.seeding import LazyGenerator, derive_seed
 
 LEVEL_FIELDS: dict[str, frozenset[str]] = {
     "logit": frozenset({"logits"}),
@@ -106,26 +106,17 @@ class TeKAP(LossTerm):
         self.reads = type(base).reads
         self.multi_teacher = type(base).multi_teacher
         self.views = type(base).views
-        self.generator: torch.Generator | None = None
-        self._seed: int | None = None
+        self.noise_generator = LazyGenerator()  # unseeded (e.g. a unit test): torch's global generator
 
     def reseed(self, seed: int) -> None:
-        self._seed = seed
-        self.generator = None  # made on first use, on the device of the teacher outputs
+        self.noise_generator.reseed(seed)
         self.base.reseed(derive_seed(seed, "base"))
-
-    def _generator_for(self, device: torch.device) -> torch.Generator | None:
-        if self._seed is None:
-            return None  # never seeded (e.g. a unit test): torch's global generator
-        if self.generator is None or self.generator.device != device:
-            self.generator = torch.Generator(device=device).manual_seed(self._seed)
-        return self.generator
 
     def _perturb(self, x: torch.Tensor) -> torch.Tensor:
         s = self.settings
         x = x.float()
         shape = x.shape if s.noise_per == "sample" else (1, *x.shape[1:])
-        eta = NOISE[s.noise](shape, self._generator_for(x.device), x.device) * s.sigma
+        eta = NOISE[s.noise](shape, self.noise_generator.on(x.device), x.device) * s.sigma
         return s.alpha * eta + (1 - s.alpha) * x
 
     def _perturbed(self, teacher: ModelOutput) -> ModelOutput:

@@ -11,8 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 
 def _umask_mode() -> int:
     """The mode a plain open() would give a new file (mkstemp's 0600 would hide results from a lab group)."""
@@ -62,5 +60,7 @@ def create_json(target: Path, data: Any) -> None:
 
 
 def save_torch(target: Path, obj: Any) -> None:
+    import torch  # here, not at the top: reading results (tables, status, check) needs no torch
+
     with atomic_path(target) as tmp:
         torch.save(obj, tmp)

@@ -112,7 +112,7 @@ def test_bad_baseline_file_exits_2_naming_the_file_and_key(tmp_path, capsys, con
     path = tmp_path / "baseline.json"
     path.write_text(content)
     (tmp_path / "results").mkdir()
-    assert main(["check", str(tmp_path / "results"), "--baseline", str(path)]) == 2
+    assert main(["check", "--results", str(tmp_path / "results"), "--baseline", str(path)]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and message in err
 
@@ -219,7 +219,7 @@ def test_gate_passes_an_unchanged_run_and_fails_a_planted_regression(tmp_path, c
     assert torch.get_num_threads() == threads  # the suite's cpu_threads applied to its runs only
     assert {json.loads(p.read_text())["provenance"]["torch_threads"]
             for p in first.glob("gate/runs/*/attempt-*/record.json")} == {2}
-    assert main(["check", str(first), "--baseline", str(baseline), "--update"]) == 0
+    assert main(["check", "--results", str(first), "--baseline", str(baseline), "--update"]) == 0
     stored = read_baseline(baseline)
     kd = Group("gate", "digits", "resnet8_tiny → resnet8_tiny", "KD")
     assert set(stored.groups[kd]) >= {"top1", "top1_best", "top5", "calibration:ece", "calibration:nll"}
@@ -228,7 +228,7 @@ def test_gate_passes_an_unchanged_run_and_fails_a_planted_regression(tmp_path, c
     # the same suite trained again from scratch: the same numbers (CPU, fixed threads and seeds)
     assert main(["run", _suite(tmp_path, 3), "--results", str(second), "--quiet"]) == 0
     capsys.readouterr()
-    assert main(["check", str(second), "--baseline", str(baseline), "--all"]) == 0
+    assert main(["check", "--results", str(second), "--baseline", str(baseline), "--all"]) == 0
     out = capsys.readouterr().out
     assert "regressed" not in out and "+0.00" in out
 
@@ -237,7 +237,7 @@ def test_gate_passes_an_unchanged_run_and_fails_a_planted_regression(tmp_path, c
     shutil.copytree(second, planted)
     assert main(["run", _suite(tmp_path, 1), "--results", str(planted), "--quiet"]) == 0
     capsys.readouterr()
-    assert main(["check", str(planted), "--baseline", str(baseline)]) == 1
+    assert main(["check", "--results", str(planted), "--baseline", str(baseline)]) == 1
     out, err = capsys.readouterr()
     regressed = [line for line in out.splitlines() if line.startswith("REGRESSED")]
     assert any("· KD" in line and " top1 " in line for line in regressed), out
@@ -255,7 +255,7 @@ def test_gate_passes_an_unchanged_run_and_fails_a_planted_regression(tmp_path, c
         record["metrics"]["test_acc_last"] -= 5.0
         path.write_text(json.dumps(record))
     capsys.readouterr()
-    assert main(["check", str(edited), "--baseline", str(baseline), "--tolerance", "top1=1"]) == 1
+    assert main(["check", "--results", str(edited), "--baseline", str(baseline), "--tolerance", "top1=1"]) == 1
     regressed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("REGRESSED")]
     assert regressed and all("· Teacher" in line and " top1 " in line for line in regressed)
 
@@ -263,7 +263,7 @@ def test_gate_passes_an_unchanged_run_and_fails_a_planted_regression(tmp_path, c
     capsys.readouterr()
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["check", str(empty), "--baseline", str(baseline)]) == 1
+    assert main(["check", "--results", str(empty), "--baseline", str(baseline)]) == 1
     assert "MISSING" in capsys.readouterr().out
 
 

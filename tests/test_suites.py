@@ -133,4 +133,4 @@ def test_plot_without_anything_to_plot_exits_2(tmp_path, capsys):
     assert main(["plot", "--results", str(tmp_path)]) == 2
     assert "no results" in capsys.readouterr().err
     assert main(["plot", "--results", str(tmp_path), "--kind", "pie"]) == 2
-    assert "unknown plot 'pie'; allowed: curves, long_tail, robustness" in capsys.readouterr().err
+    assert "unknown plot 'pie'; allowed: corruptions, curves, long_tail, reliability, robustness" in capsys.readouterr().err

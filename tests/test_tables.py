@@ -5,6 +5,7 @@ import io
 import pytest
 
 from tekapbench.tables import FORMATS, LAYOUTS, Cell
+from tekapbench.tables.base import Stat, paired_difference, seeds_needed, settle_marks, with_delta
 
 CELLS = [
     Cell("digits", "t", "s", "Teacher", 0, "teacher"),  # one teacher serves both seeds
@@ -111,7 +112,7 @@ def test_compare_paper_puts_published_numbers_and_the_difference_beside_ours():
     assert compared.cells["KD", f"{column} · paper"].mean == 73.33
     assert compared.cells["KD", f"{column} · Δ"].mean == pytest.approx(73.0 - 73.33)
     assert compared.cells["Mine", f"{column} · paper"] is None  # nothing published for this row
-    assert any("REFERENCE.md section 3" in note for note in compared.notes)
+    assert any("HobbitLong/RepDistiller README.md" in note for note in compared.notes)
 
 
 def test_compare_paper_without_the_data_exits_2(tmp_path, capsys):
@@ -128,20 +129,23 @@ def test_compare_paper_without_the_data_exits_2(tmp_path, capsys):
 def test_sota_layout_puts_each_base_beside_its_tekap_variant_and_marks_improvements():
     rows = {"Teacher": 79.0, "Student": 72.0, "DKD": 76.3, "DKD+TeKAP": 76.6, "MLKD": 77.1, "MLKD+TeKAP": 77.0}
     cells = [Cell("cifar100", "t", "s", row, 0, row) for row in rows]
-    table = LAYOUTS.get("sota")(cells, Results(rows))[0]
+    table = settle_marks(LAYOUTS.get("sota")(cells, Results(rows))[0], ci=False)  # one seed: marks on the mean
     assert table.rows == ["Teacher", "Student", "DKD", "MLKD"]
-    assert table.columns == ["t → s · base", "t → s · +TeKAP"]
+    assert table.columns == ["t → s · base", "t → s · +TeKAP", "t → s · Δ"]
     assert table.cells["DKD", "t → s · +TeKAP"].mean == 76.6
+    assert table.cells["DKD", "t → s · Δ"].mean == pytest.approx(0.3)
     assert table.marks == {("DKD", "t → s · +TeKAP")}  # MLKD+TeKAP did not improve
     assert "76.60 ✓" in FORMATS.get("github")([table]) and r"$\checkmark$" in FORMATS.get("latex")([table])
+    assert "+0.30" in FORMATS.get("github")([table])  # a difference carries its sign
+    assert settle_marks(LAYOUTS.get("sota")(cells, Results(rows))[0], ci=True).marks == set()  # one seed: no interval
 
 
 def test_delta_column_and_imagenet_errors():
-    from tekapbench.tables.base import with_delta
-
     table = with_delta(LAYOUTS.get("diverse")(CELLS, Results(VALUES))[0], "Teacher")
     assert table.columns == ["t → s", "t → s · Δ vs Teacher"]
+    # paired seed by seed: the one teacher run serves both seeds, so the differences are -10 and -8
     assert table.cells["KD_1%", "t → s · Δ vs Teacher"].mean == pytest.approx(81.0 - 90.0)
+    assert table.cells["KD_1%", "t → s · Δ vs Teacher"].n == 2
     assert table.cells["Teacher", "t → s · Δ vs Teacher"] is None
 
     class Records(Results):
@@ -192,3 +196,77 @@ def test_compare_paper_on_the_sota_layout_reads_the_tekap_rows():
     column = "resnet32x4 → resnet8x4"
     assert table.cells["DKD", f"{column} · base · paper"].mean == 76.32
     assert table.cells["DKD", f"{column} · +TeKAP · paper"].mean == 76.59
+
+
+T_975_2DF = 4.302652729911275  # 97.5 % quantile of Student's t with 2 degrees of freedom
+
+
+def seeded(dataset, row, values, baseline=None):
+    """Cells of one row over seeds 0, 1, 2, ..., one run per seed."""
+    return [Cell(dataset, "t", "s", row, seed, f"{row}-{seed}", baseline) for seed in range(len(values))]
+
+
+def test_paired_difference_has_a_t_interval_over_seeds_and_marks_only_when_it_excludes_zero():
+    # KD 70, 71, 72; +TeKAP 71, 71.5, 73.5: differences 1, 0.5, 1.5 -> mean 1, std 0.5
+    runs = {"KD": [70.0, 71.0, 72.0], "KD+TeKAP": [71.0, 71.5, 73.5], "Other": [70.2, 70.9, 72.1]}
+    values = {f"{row}-{seed}": v for row, vs in runs.items() for seed, v in enumerate(vs)}
+    cells = seeded("d", "KD", runs["KD"]) + seeded("d", "KD+TeKAP", runs["KD+TeKAP"], "KD") + \
+        seeded("d", "Other", runs["Other"], "KD")
+    table = settle_marks(LAYOUTS.get("sota")(cells, Results(values))[0], ci=True)
+    delta = table.cells["KD / KD+TeKAP", "t → s · Δ"]
+    half = T_975_2DF * 0.5 / 3 ** 0.5
+    assert (delta.mean, delta.std, delta.n) == (pytest.approx(1.0), pytest.approx(0.5), 3)
+    assert delta.interval == (pytest.approx(1.0 - half), pytest.approx(1.0 + half))  # [-0.24, 2.24]
+    # the interval includes 0: no ✓, though the mean rose; with --no-ci the mean decides
+    assert table.marks == set()
+    assert settle_marks(LAYOUTS.get("sota")(cells, Results(values))[0], ci=False).marks == {
+        ("KD / KD+TeKAP", "t → s · +TeKAP"), ("KD / Other", "t → s · +TeKAP")}
+    text = FORMATS.get("github")([table])
+    assert "+1.00 [-0.24, +2.24]" in text
+    assert "KD+TeKAP vs KD, t → s: Δ +1.00, std 0.50 over 3 seeds, interval includes 0; about 4 seeds" in text
+    assert "t-distribution" in text and "✓: TeKAP improves its base method, with the 95% interval" in text
+    # a steadier gain is resolved and marked
+    runs["KD+TeKAP"] = [71.0, 72.1, 72.9]
+    values.update({f"KD+TeKAP-{seed}": v for seed, v in enumerate(runs["KD+TeKAP"])})
+    table = settle_marks(LAYOUTS.get("sota")(cells, Results(values))[0], ci=True)
+    assert table.cells["KD / KD+TeKAP", "t → s · Δ"].interval[0] > 0
+    assert table.marks == {("KD / KD+TeKAP", "t → s · +TeKAP")}
+    csv_text = FORMATS.get("csv")([table])
+    assert "ci_low" in csv_text.splitlines()[0]
+
+
+def test_differences_pair_seeds_not_positions():
+    base = Stat.of([1.0, 2.0], by_seed={0: 1.0, 5: 2.0})
+    ours = Stat.of([3.0, 2.5, 9.0], by_seed={5: 3.0, 0: 2.5, 7: 9.0})  # seed 7 has no base: left out
+    difference = paired_difference(ours, base)
+    assert difference.n == 2 and difference.mean == pytest.approx((1.5 + 1.0) / 2)
+    assert paired_difference(ours, None) is None
+
+
+def test_seeds_needed_is_the_least_n_whose_interval_excludes_zero():
+    from scipy.stats import t
+
+    difference = Stat(0.3, 0.5, 3)
+    n = seeds_needed(difference)
+    assert t.ppf(0.975, n - 1) * 0.5 / n ** 0.5 < 0.3 <= t.ppf(0.975, n - 2) * 0.5 / (n - 1) ** 0.5
+    assert seeds_needed(Stat(1.0, 0.0, 2)) == 2 and seeds_needed(Stat(0.0, 0.5, 3)) is None
+    assert seeds_needed(Stat(1e-6, 5.0, 3)) is None  # beyond any feasible count
+
+
+def test_sota_pairs_rows_by_the_baseline_key_not_by_label_text():
+    # 'KD+TeKAP (F+L)' starts with 'KD' and names TeKAP, but its baseline key says what it is compared with
+    rows = {"Teacher": 79.0, "KD": 73.0, "KD+TeKAP (L)": 73.5, "KD+TeKAP (F+L)": 74.0, "CRD": 75.0, "Ours": 75.5}
+    baselines = {"KD+TeKAP (L)": "KD", "KD+TeKAP (F+L)": "KD", "Ours": "CRD"}
+    cells = [Cell("c", "t", "s", row, 0, row, baselines.get(row)) for row in rows]
+    table = LAYOUTS.get("sota")(cells, Results(rows))[0]
+    assert table.rows == ["Teacher", "KD / KD+TeKAP (L)", "KD / KD+TeKAP (F+L)", "CRD"]
+    assert table.cells["KD / KD+TeKAP (F+L)", "t → s · base"].mean == 73.0
+    assert table.cells["KD / KD+TeKAP (F+L)", "t → s · +TeKAP"].mean == 74.0
+    assert table.cells["CRD", "t → s · +TeKAP"].mean == 75.5
+    assert "rows paired by the suite's baseline key" in table.notes
+    # the published numbers are looked up under the base's and the variant's own labels
+    assert table.column_keys["t → s · +TeKAP"]["rows"]["CRD"] == "Ours"
+    # without the key (plans written before it), '<base>+TeKAP' is the variant of '<base>', nothing looser
+    unkeyed = [Cell("c", "t", "s", row, 0, row) for row in ("KD", "KD+TeKAP", "KD+TeKAP (F+L)")]
+    table = LAYOUTS.get("sota")(unkeyed, Results({"KD": 1.0, "KD+TeKAP": 2.0, "KD+TeKAP (F+L)": 3.0}))[0]
+    assert table.rows == ["KD+TeKAP (F+L)", "KD"]

@@ -29,7 +29,8 @@ LEVEL_FIELDS: dict[str, frozenset[str]] = {
     "feature": frozenset({"embedding", "features", "preact_features"}),
 }
 
-# The official code's numbers for each level (REFERENCE.md section 1). TeKAP (F+L) is two wrapped terms,
+# The official code's numbers for each level (mdimtiazh/TeKAP@279d380c: distiller_zoo/Ours_TeKAP_L.py for the
+# logit level, crd/criterion.py for the feature level). TeKAP (F+L) is two wrapped terms,
 # a feature-level one and a logit-level one, each with its own defaults (see suites/diverse.toml).
 LEVEL_DEFAULTS: dict[str, dict[str, float]] = {
     "logit": {"n_teachers": 3, "alpha": 0.1, "sigma": 1.0, "real_weight": 1.0, "synthetic_weight": 0.8},

@@ -116,7 +116,7 @@ def read_baseline(path: Path) -> Baseline:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"{path}: no such baseline; make one from finished results with "
-                         f"`tekapbench check RESULTS --baseline {path} --update`") from None
+                         f"`tekapbench check --results RESULTS --baseline {path} --update`") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise UsageError(f"{path}: unreadable baseline ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:

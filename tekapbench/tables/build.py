@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tekapbench.errors import UsageError
 from tekapbench.results.store import ResultStore
-from tekapbench.tables.base import LAYOUTS, Cell, Table
+from tekapbench.tables.base import LAYOUTS, Cell, Table, settle_marks, with_delta
 
 METRICS = {"last": ("test_acc_last", "last-epoch top-1"), "best": ("test_acc_best", "best-epoch top-1")}
 
@@ -48,12 +48,24 @@ def suite_results(results_root: Path, suite: str, metric: str = "last") -> tuple
     return plan, [Cell(**c) for c in plan["cells"]], StoredResults(store, metric)
 
 
-def suite_tables(results_root: Path, suite: str, *, metric: str = "last", layout: str | None = None) -> list[Table]:
+def suite_tables(results_root: Path, suite: str, *, metric: str = "last", layout: str | None = None,
+                 delta: str | None = None, ci: bool = True) -> list[Table]:
+    """A suite's tables in each of its layouts (or the one asked for), with paired differences to the
+    ``delta`` row if given, and marks settled with or without confidence intervals (``settle_marks``)."""
     plan, cells, results = suite_results(results_root, suite, metric)
-    tables = LAYOUTS.get(layout or plan["layout"])(cells, results)
+    layouts = [layout] if layout else plan_layouts(plan)
+    tables = [table for name in layouts for table in LAYOUTS.get(name)(cells, results)]
     for table in tables:
         table.title = f"{suite} · {table.title}"
-    return tables
+    if delta is not None:
+        tables = [with_delta(table, delta) for table in tables]
+    return [settle_marks(table, ci) for table in tables]
+
+
+def plan_layouts(plan: dict) -> list[str]:
+    """The layouts a suite asked for: ``[suite] layout`` is one name or a list of them."""
+    layout = plan.get("layout", "diverse")
+    return [layout] if isinstance(layout, str) else list(layout)
 
 
 def chosen_suites(results_root: Path, suite: str | None) -> list[str]:
@@ -67,7 +79,7 @@ def chosen_suites(results_root: Path, suite: str | None) -> list[str]:
     return [suite] if suite else available
 
 
-def all_tables(results_root: Path, suite: str | None = None, *, metric: str = "last",
-               layout: str | None = None) -> list[tuple[str, list[Table]]]:
-    return [(name, suite_tables(results_root, name, metric=metric, layout=layout))
+def all_tables(results_root: Path, suite: str | None = None, *, metric: str = "last", layout: str | None = None,
+               delta: str | None = None, ci: bool = True) -> list[tuple[str, list[Table]]]:
+    return [(name, suite_tables(results_root, name, metric=metric, layout=layout, delta=delta, ci=ci))
             for name in chosen_suites(results_root, suite)]

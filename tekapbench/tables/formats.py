@@ -5,7 +5,6 @@ import io
 import json
 from typing import Callable
 
-import pandas as pd
 from tabulate import tabulate
 
 from tekapbench.registry import Registry
@@ -15,15 +14,20 @@ Renderer = Callable[[list[Table]], str]
 FORMATS: Registry[Renderer] = Registry("table format")
 
 
-def _plain(stat: Stat | None, pm: str = "±", show_n: bool = False) -> str:
+def _plain(stat: Stat | None, pm: str = "±", show_n: bool = False, signed: bool = False) -> str:
     if stat is None:
         return "–"
-    text = f"{stat.mean:.2f}" if stat.std is None else f"{stat.mean:.2f} {pm} {stat.std:.2f}"
+    number = "{:+.2f}" if signed else "{:.2f}"
+    text = number.format(stat.mean)
+    if stat.interval is not None:
+        text += " [" + ", ".join(map(number.format, stat.interval)) + "]"
+    elif stat.std is not None:
+        text += f" {pm} {stat.std:.2f}"
     return f"{text} (n={stat.n})" if show_n else text
 
 
 def _cell(table: Table, row: str, column: str, bold: Callable[[str], str], pm: str = "±", check: str = "✓") -> str:
-    text = _plain(table.cells[row, column], pm, table.show_n)
+    text = _plain(table.cells[row, column], pm, table.show_n, signed=(row, column) in table.differences)
     text = bold(text) if (row, column) in table.best else text
     return f"{text} {check}" if (row, column) in table.marks else text
 
@@ -74,15 +78,20 @@ def _latex_tabular(table: Table) -> str:
 @FORMATS.register("csv")
 def render_csv(tables: list[Table]) -> str:
     """One CSV for all tables, a line per cell."""
+    import pandas as pd  # here: only the csv format needs it (and it costs half a second to import)
+
     records = _records(tables)
     buffer = io.StringIO()
-    pd.DataFrame.from_records(records, columns=["table", "metric", "row", "column", "mean", "std", "n", "best", "mark"]).to_csv(buffer, index=False)
+    pd.DataFrame.from_records(records, columns=["table", "metric", "row", "column", "mean", "std", "n", "ci_low",
+                                               "ci_high", "best", "mark"]).to_csv(buffer, index=False)
     return buffer.getvalue().rstrip("\n")
 
 
 def _records(tables: list[Table]) -> list[dict]:
     return [{"table": table.title, "metric": table.metric, "row": row, "column": col,
              "mean": s.mean if s else None, "std": s.std if s else None, "n": s.n if s else 0,
+             "ci_low": s.interval[0] if s and s.interval else None,
+             "ci_high": s.interval[1] if s and s.interval else None,
              "best": (row, col) in table.best, "mark": (row, col) in table.marks}
             for table in tables for row in table.rows for col in table.columns for s in [table.cells[row, col]]]
 

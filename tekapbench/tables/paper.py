@@ -41,7 +41,7 @@ def with_published(table: Table, published: dict[Key, tuple[float, str]]) -> Tab
         for row in table.rows:
             label = key.get("rows", {}).get(row, row)  # e.g. the +TeKAP column of the sota layout
             found = (published.get((key["dataset"], key["teacher"], key["student"], label, key["metric"]))
-                     # a source that does not state the pair (e.g. the seed's transfer table)
+                     # a source that does not state the pair (e.g. the TeKAP paper's transfer table)
                      or published.get((key["dataset"], "", "", label, key["metric"])))
             ours = table.cells[row, column]
             cells[row, f"{column} · paper"] = Stat(found[0], None, 1) if found else None

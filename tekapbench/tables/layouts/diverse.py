@@ -6,9 +6,9 @@ from tekapbench.tables.base import LAYOUTS, Cell, ResultsView, Table, grid, seed
 
 
 @LAYOUTS.register("diverse")
-@LAYOUTS.register("teacher_assistant")  # the seed's TA table has the same shape, with TAKD/DGKD/... rows
+@LAYOUTS.register("teacher_assistant")  # the TeKAP paper's TA table has the same shape, with TAKD/DGKD/... rows
 def diverse_networks(cells: list[Cell], results: ResultsView) -> list[Table]:
-    """Rows Teacher, Student and each method; one column per teacher->student pair (the seed's tables)."""
+    """Rows Teacher, Student and each method; one column per teacher->student pair (the TeKAP paper's tables)."""
     tables = []
     for dataset in dict.fromkeys(c.dataset for c in cells):
         mine = [c for c in cells if c.dataset == dataset]

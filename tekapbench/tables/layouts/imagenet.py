@@ -1,4 +1,5 @@
-"""The seed's ImageNet table: top-1 and top-5 error (%) of Teacher, Student and each method, per pair."""
+"""The TeKAP paper's ImageNet table ("Comparison with KD on ImageNet"): top-1 and top-5 error (%) of
+Teacher, Student and each method, per pair."""
 from __future__ import annotations
 
 from tekapbench.tables.base import LAYOUTS, Cell, ResultsView, Table, by_dataset_and_pair, grid_by_column, seed_note

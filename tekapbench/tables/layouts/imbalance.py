@@ -1,5 +1,6 @@
-"""The seed's class-imbalance table: rows Teacher, Student and each method, columns the teacher->student
-pairs (overall accuracy on the balanced test set), then the many/medium/few-shot split per pair."""
+"""The TeKAP paper's class-imbalance table ("TeKAP on class imbalance dataset"): rows Teacher, Student and each
+method, columns the teacher->student pairs (overall accuracy on the balanced test set), then the
+many/medium/few-shot split per pair."""
 from __future__ import annotations
 
 from tekapbench.tables.base import LAYOUTS, Cell, ResultsView, Table, grid_by_column, seed_note

@@ -1,5 +1,6 @@
-"""The seed's transferability table: rows Teacher, Student and each method, one column per target
-dataset of the transfer evaluations (linear-probe accuracy); one table per dataset and pair."""
+"""The TeKAP paper's transferability table ("Transferability to different dataset"): rows Teacher, Student and each
+method, one column per target dataset of the transfer evaluations (linear-probe accuracy); one table per dataset
+and pair."""
 from __future__ import annotations
 
 from tekapbench.tables.base import LAYOUTS, Cell, ResultsView, Table, by_dataset_and_pair, grid_by_column, seed_note

@@ -29,6 +29,11 @@ class DataNotFoundError(UsageError):
     """A dataset is not where it should be and may not be downloaded."""
 
 
+class UnsafeFileError(UsageError):
+    """A file that only a pickle of arbitrary objects could read (a checkpoint or dataset file asking for
+    classes or functions beyond plain data): refused, never unpickled, as reading it could run any code."""
+
+
 class TrainingDivergedError(TekapbenchError):
     """The loss became NaN or infinite: training stops instead of going on with garbage."""
 

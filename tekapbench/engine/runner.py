@@ -251,10 +251,22 @@ class SuiteRunner:
         return Path(spec.checkpoint) if spec.kind == "pretrained" else self.store.model_weights(run_id)
 
     def _load(self, run_id: str, num_classes: int) -> torch.nn.Module:
+        return self._load_with_sha256(run_id, num_classes)[0]
+
+    def _load_with_sha256(self, run_id: str, num_classes: int) -> tuple[torch.nn.Module, str]:
+        """The run's model from its weights file, and the sha256 of exactly the bytes loaded."""
         spec = self.plan.runs[run_id]
         model = create_model(spec.arch, num_classes)
-        load_weights(self._weights(run_id), model, what=f"{spec.arch} of run {run_id}")
-        return model.to(self.device).eval()
+        sha256 = load_weights(self._weights(run_id), model, what=f"{spec.arch} of run {run_id}")
+        self._check_unchanged(spec, sha256)
+        return model.to(self.device).eval(), sha256
+
+    @staticmethod
+    def _check_unchanged(spec: RunSpec, sha256: str) -> None:
+        """A given checkpoint must still be the file the plan hashed into the run id."""
+        if spec.kind == "pretrained" and spec.checkpoint_sha256 and sha256 != spec.checkpoint_sha256:
+            raise UsageError(f"teacher checkpoint {spec.checkpoint} changed since the suite was planned (sha256 "
+                             f"{sha256}, planned {spec.checkpoint_sha256}); run the suite again to plan it anew")
 
     def evaluate(self, run_id: str, specs: list[EvaluationSpec], index: int = 1, total: int = 1) -> list[str]:
         """Scores a finished run from its saved weights; each result is stored with its settings.
@@ -306,9 +318,10 @@ class SuiteRunner:
         models, infos = [], []
         for teacher_id in spec.teachers:
             weights = self._weights(teacher_id)
-            models.append(self._load(teacher_id, num_classes))
+            model, sha256 = self._load_with_sha256(teacher_id, num_classes)
+            models.append(model)
             infos.append({"run_id": teacher_id, "arch": self.plan.runs[teacher_id].arch, "weights": str(weights),
-                          "sha256": sha256_file(weights)})
+                          "sha256": sha256})
         return models, infos
 
     def execute(self, run_id: str, index: int = 1, total: int = 1, claim: Claim | None = None) -> dict[str, Any]:
@@ -318,10 +331,13 @@ class SuiteRunner:
         started_at, started = _now(), time.perf_counter()
         label = self._label(run_id)
         teacher_info = None
+        loaded: dict[str, Any] = {}
         if spec.kind == "pretrained":
             self.progress.run_started(index, total, label, 0, 0)
             model = create_model(spec.arch, data.num_classes)
-            load_weights(Path(spec.checkpoint), model, what=f"teacher checkpoint of {spec.arch}")
+            sha256 = load_weights(Path(spec.checkpoint), model, what=f"teacher checkpoint of {spec.arch}")
+            self._check_unchanged(spec, sha256)
+            loaded = {"weights": str(spec.checkpoint), "weights_sha256": sha256}  # the given file, as loaded
             model.to(self.device)
             loader = data.loader(False, self._test_recipe(run_id).loader_settings(False), self.device)
             test = evaluate(model, loader, Precision.for_device(self.device), self.device)
@@ -360,7 +376,8 @@ class SuiteRunner:
             "history": history,
             "provenance": {**provenance(self.device), "started": started_at, "finished": _now(),
                            "wall_seconds": seconds, "resumed_after_epoch": resumed_epoch,
-                           "train_seconds": sum(e["seconds"] for e in history), "slurm_job": slurm_job()},
+                           "train_seconds": sum(e["seconds"] for e in history), "slurm_job": slurm_job(),
+                           **loaded},
         }
         self.store.write_record(attempt, record)
         self.progress.run_finished(metrics, seconds)

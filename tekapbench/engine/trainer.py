@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -27,9 +28,15 @@ from tekapbench.errors import TrainingDivergedError, UsageError
 from tekapbench.methods.base import DistillContext
 from tekapbench.engine.objective import MethodSpec, Objective
 from tekapbench.models.base import create_model, probe_shapes
+from tekapbench.models.checkpoints import read_torch_file
 from tekapbench.seeding import derive_seed, make_generator, seed_everything
 
+# The resume checkpoint holds plain data only (tensors, numbers, strings, None, lists, tuples, dicts): format,
+# run_id, teacher_sha256, epoch, the state dicts of model, objective and optimizer, and the history. It is
+# read with torch.load(weights_only=True); a file asking for anything else is refused, never unpickled. No
+# RNG state is saved: every random source is reseeded from (seed, epoch) at the start of each epoch.
 CHECKPOINT_FORMAT = 1
+_PLAIN = (str, int, float, bool, type(None), torch.dtype, torch.device, torch.Size)
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
@@ -167,7 +174,13 @@ class Trainer:
         """Restores the last completed epoch from the checkpoint, if there is one."""
         if not self.checkpoint_path.exists():
             return False
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        fix = (f"Delete it to train run {self.job.run_id} from scratch (only this run's progress is lost): "
+               f"tekapbench's own resume checkpoints hold tensors, numbers, strings, lists and dicts only, so "
+               f"this file was not written by tekapbench, or is damaged.")
+        state, _ = read_torch_file(self.checkpoint_path, f"resume checkpoint of run {self.job.run_id}",
+                                   map_location=self.device, accepted=fix)
+        if not isinstance(state, dict) or not {"model", "objective", "optimizer", "history", "epoch"} <= set(state):
+            raise UsageError(f"{self.checkpoint_path} is not a resume checkpoint of tekapbench. {fix}")
         if state.get("run_id") != self.job.run_id or state.get("format") != CHECKPOINT_FORMAT:
             raise UsageError(f"{self.checkpoint_path} belongs to another run ({state.get('run_id')}); "
                              f"remove it to train run {self.job.run_id} from scratch")
@@ -193,7 +206,7 @@ class Trainer:
                      "test_acc": test["top1"], "test_top5": test["top5"], "test_nll": test["nll"],
                      "seconds": time.perf_counter() - started}
             self.history.append(entry)
-            save_torch(self.checkpoint_path, self._state(epoch))
+            save_torch(self.checkpoint_path, plain_data(self._state(epoch)))
             for callback in self.job.callbacks:
                 callback(entry)
         save_torch(self.model_path, {"model": self.model.state_dict(), "arch": self.job.arch,
@@ -260,6 +273,25 @@ class Trainer:
             f"{step}; last step's terms: {terms}); training stopped. "
             + (f"The last good state is {self.checkpoint_path} (epoch {epoch - 1}). " if epoch > 1 else "")
             + f"Try a lower lr (now {self.job.recipe.lr_at(epoch):g}).")
+
+
+def plain_data(obj: Any, where: str = "checkpoint") -> Any:
+    """``obj`` itself, after checking that torch.load(weights_only=True) can read it back: tensors, numbers,
+    strings, None, lists, tuples and dicts only (a numpy scalar in the history would make the checkpoint
+    unreadable on resume, so it fails here, where the mistake is made)."""
+    kind = type(obj)  # exact types: a numpy float64 is a float, but pickles as numpy's
+    if kind in (dict, OrderedDict):
+        for key, value in obj.items():
+            if type(key) not in (str, int):
+                raise TypeError(f"{where}: key {key!r} is a {type(key).__name__}, not a str or int")
+            plain_data(value, f"{where}[{key!r}]")
+    elif kind in (list, tuple):
+        for i, value in enumerate(obj):
+            plain_data(value, f"{where}[{i}]")
+    elif not (kind in _PLAIN or isinstance(obj, torch.Tensor)):
+        raise TypeError(f"{where} is a {kind.__module__}.{kind.__qualname__}: a resume checkpoint "
+                        f"holds tensors, numbers, strings, None, lists, tuples and dicts only")
+    return obj
 
 
 def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:

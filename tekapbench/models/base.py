@@ -10,7 +10,6 @@ Every network returns logits plus its stage features, so a distiller never needs
 """
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from tekapbench.errors import UsageError
+from tekapbench.models.checkpoints import read_weights
 from tekapbench.registry import Registry
 
 
@@ -82,29 +82,16 @@ class LogitsOnly(nn.Module):
         return self.model(x).logits
 
 
-def load_weights(path: Path, model: nn.Module, what: str) -> None:
-    """Loads a checkpoint in the public format (state dict under key 'model') or a bare state dict.
+def load_weights(path: Path, model: nn.Module, what: str) -> str:
+    """Loads a checkpoint into ``model`` and returns the sha256 of the file's bytes (exactly those loaded).
 
-    Only tensors are unpickled (``weights_only``): a checkpoint never runs code.
+    Formats: a bare state dict, or one under 'model', 'state_dict' or 'net', with or without DataParallel's
+    'module.' prefix (models/checkpoints.py). Only plain tensor data is unpickled: a file that asks for
+    anything else is refused (:class:`~tekapbench.errors.UnsafeFileError`), so a checkpoint never runs code.
     """
     path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"{what}: {path} is a folder, not a checkpoint file")
-    if path.is_file() and path.stat().st_size == 0:
-        raise UsageError(f"{what}: {path} is empty")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UsageError(f"{what}: checkpoint {path} does not exist") from None
-    except pickle.UnpicklingError:  # torch's message advises weights_only=False: not for a file we cannot vouch for
-        raise UsageError(f"{what}: {path} is not a PyTorch checkpoint of plain tensors (damaged, another format, "
-                         f"or a pickle that needs code to load)") from None
-    except Exception as exc:  # a truncated zip, another format
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{what}: {path} is not a readable PyTorch checkpoint ({reason})") from None
-    state = blob.get("model", blob) if isinstance(blob, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UsageError(f"{what}: {path} holds no state dict (expected a dict of tensors, or one under key 'model')")
+    weights = read_weights(path, what)
+    state = weights.state_dict
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -118,3 +105,4 @@ def load_weights(path: Path, model: nn.Module, what: str) -> None:
                  if keys]
         raise UsageError(f"{what}: {path} does not fit the architecture (or the class count): {'; '.join(found)}")
     model.load_state_dict(state, strict=True)
+    return weights.sha256

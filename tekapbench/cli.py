@@ -132,11 +132,8 @@ def _cmd_table(args: argparse.Namespace) -> int:
     if args.layout is not None:
         LAYOUTS.get(args.layout)
     tables = [t for _, suite_tables in all_tables(Path(args.results), args.suite, metric=args.metric,
-                                                   layout=args.layout) for t in suite_tables]
-    if args.delta:
-        from tekapbench.tables.base import with_delta
-
-        tables = [with_delta(t, args.delta) for t in tables]
+                                                   layout=args.layout, delta=args.delta, ci=args.ci)
+              for t in suite_tables]
     if args.compare == "paper":
         from tekapbench.tables.paper import load_published, with_published
 
@@ -175,6 +172,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from tekapbench.errors import UsageError
+
+    if args.positional:  # the results folder was a positional argument once; one spelling now, as elsewhere
+        raise UsageError(f"unexpected argument {' '.join(args.positional)!r}: give the results folder as "
+                         f"--results {args.positional[0]} (as for table, plot and status)")
     from tekapbench import regression as gates
 
     if args.baseline is None and args.benchmarks is None:
@@ -254,19 +255,182 @@ def _cmd_list(args: argparse.Namespace) -> int:
     registries = {"models": MODELS, "datasets": DATASETS, "methods": METHODS, "evaluations": EVALUATIONS,
                   "layouts": LAYOUTS, "formats": FORMATS, "plots": PLOTS, "executors": EXECUTORS,
                   "optimizers": OPTIMIZERS, "schedules": SCHEDULES, "views": VIEWS}
+    assert list(registries) == list(LIST_KINDS), "keep LIST_KINDS (the choices of `list`) in step"
     for kind in [args.kind] if args.kind else registries:
         print(f"{kind}:")
-        for name in registries[kind].names():
-            print(f"  {name:16} {about(kind, name)}".rstrip())
+        registry = registries[kind]
+        for name in registry.names():
+            origin = registry.origin(name)
+            print(f"  {name:16} {about(kind, name)}".rstrip() + ("" if origin == "tekapbench" else f"  [{origin}]"))
+        for pattern in registry.namespaces():
+            print(f"  {pattern:16} any name of {registry.origin(pattern.replace('<name>', ''))}")
     return 0
 
 
+LIST_KINDS = ("models", "datasets", "methods", "evaluations", "layouts", "formats", "plots", "executors",
+              "optimizers", "schedules", "views")
+
+# Descriptions and examples of `tekapbench COMMAND --help` (argparse keeps their line breaks).
+MAIN_EPILOG = """\
+commands:
+  run      train and score every run of a suite
+  status   where each run of a suite stands
+  table    paper-style tables of the results
+  plot     figures of the results (PNG and PDF)
+  check    regression gate: results against a baseline, benchmark ratios against bounds
+  list     what is registered: models, datasets, methods, evaluations, layouts, ...
+
+examples:
+  tekapbench run suites/smoke.toml        # CPU, offline: teacher, student, KD, KD+TeKAP (L) on digits
+  tekapbench table --suite smoke          # its table again
+  tekapbench COMMAND --help               # a command's options and examples
+"""
+
+RUN_DESCRIPTION = """\
+Train and score every run of a suite (a TOML file): teachers first, then the students that learn from
+them, then the suite's evaluations. A run that has a record is skipped; an unfinished one resumes from
+its last epoch checkpoint. The suite is validated before anything trains. At the end the suite's table
+is printed (as `tekapbench table --suite NAME`)."""
+
+RUN_EPILOG = """\
+examples:
+  tekapbench run suites/smoke.toml                   # CPU, offline, about two minutes on 2 cores
+  tekapbench run suites/diverse.toml --dry-run       # validate and list the runs; trains nothing
+  tekapbench run suites/diverse.toml --workers 3     # three local worker processes
+  tekapbench run suites/diverse.toml --device cuda:1
+  tekapbench run suites/smoke.toml --force --quiet   # train finished runs again, into new attempts
+  tekapbench run suites/diverse.toml --executor slurm --slurm partition=gpu --slurm time_min=720
+  tekapbench run suites/diverse.toml --executor slurm --detach   # submit and return; see `status`
+
+exit status: 0 every run done; 1 a run failed or was skipped (the others still ran; running again
+retries them); 2 a bad suite, command line or missing dataset (nothing trained); 130 Ctrl-C, 143
+SIGTERM (finished runs are kept: run the same command again to resume).
+"""
+
+STATUS_DESCRIPTION = """\
+Where each run of a suite stands: done (with its top-1), running (host, pid, Slurm job), pending
+(its Slurm queue state; whether it resumes from a checkpoint), failed (the error, or the log of a
+Slurm job that ended without a record) or skipped (the run it needed). Reads the results folder, and
+squeue for submitted runs; starts nothing."""
+
+STATUS_EPILOG = """\
+examples:
+  tekapbench status suites/diverse.toml              # by suite file
+  tekapbench status smoke                            # by name: a suite that has results
+  tekapbench status diverse --results /scratch/me/results
+"""
+
+TABLE_DESCRIPTION = """\
+Print paper-style tables of the results: each suite in its own layout(s) (`[suite] layout`), or in the
+one given by --layout. Cells are mean ± sample std over seeds (with n where seeds differ); the best
+method of each column is bold (the teacher row is a reference, not ranked). Students of one seed share
+their initialisation and data order, so rows are compared seed by seed: a Δ cell is the mean paired
+difference with its 95 % confidence interval (t-distribution, n-1 degrees of freedom), and the sota
+layout's ✓ (TeKAP improves its base, the row named by `baseline` in the suite) is given only when that
+interval lies above 0; the notes say how many seeds an unresolved difference would need. Reads only the
+results folder."""
+
+TABLE_EPILOG = """\
+examples:
+  tekapbench table                                   # every suite under results/, GitHub markdown
+  tekapbench table --suite smoke --format latex      # booktabs LaTeX; also markdown, csv, json
+  tekapbench table --layout robustness               # another layout than the suite's own
+  tekapbench table --delta KD                        # each row's paired difference to the KD row, 95% CI
+  tekapbench table --suite sota --no-ci              # marks on the mean, no intervals
+  tekapbench table --suite robustness --layout calibration   # ECE and NLL; also fidelity, corruptions
+  tekapbench table --compare paper                   # published numbers (results/paper/) and Δ beside ours
+  tekapbench table --metric best                     # best-epoch instead of last-epoch accuracy
+  tekapbench table --results /scratch/me/results --format csv > results.csv
+
+layouts and formats: `tekapbench list layouts`, `tekapbench list formats`.
+"""
+
+PLOT_DESCRIPTION = """\
+Plot the results of each suite, as PNG and PDF files: training curves, robustness against eps,
+per-class accuracy against class size, and what else is registered (`tekapbench list plots`). A plot
+is made where its data exists (training histories, stored evaluations); the files' paths are printed."""
+
+PLOT_EPILOG = """\
+examples:
+  tekapbench plot                                    # every plot of every suite, into results/<suite>/plots/
+  tekapbench plot --suite robustness_cpu --kind robustness
+  tekapbench plot --kind curves --kind long_tail --out figures/
+
+plots: `tekapbench list plots`.
+"""
+
+CHECK_DESCRIPTION = """\
+Regression gate for CI. With --baseline: every group (suite · dataset · teacher → student · row) and
+metric of the results (top-1, top-5, each stored evaluation's headline scores) against a committed
+baseline, within a tolerance (default: 1 point or 2 seed stds; rules in the baseline file or
+--tolerance). A folder of baselines holds one per CPU type (results/baselines/cpu/<cpu>.json): the file
+of this machine's CPU is read. With --benchmarks: speed ratios of a pytest-benchmark run against their
+bounds (results/baselines/speed.toml)."""
+
+CHECK_EPILOG = """\
+examples:
+  tekapbench check --baseline results/baselines/cpu                    # results/ against this CPU type's baseline
+  tekapbench check --baseline results/baselines/cpu --all              # every metric, not only what needs attention
+  tekapbench check --results ci-results --baseline results/baselines/cpu --suite smoke
+  tekapbench check --baseline results/baselines/cpu --tolerance top1=0.5 --tolerance 'adversarial:*=2std'
+  tekapbench check --baseline results/baselines/cpu --update           # write this CPU type's baseline from results/
+  tekapbench check --benchmarks bench.json                             # speed ratios of a benchmark run
+
+exit status: 0 pass; 1 a regression beyond tolerance, or a group, metric or seed of the baseline the
+results lack, or a ratio out of bounds (listed in capitals); 2 bad input (no baseline for this CPU
+type, an unreadable file, nothing to check).
+"""
+
+LIST_DESCRIPTION = """\
+List what is registered, one line each: models (with parameter counts at 100 classes), datasets,
+methods (whom they learn from, where they train on their own recipe), evaluations, table layouts and
+formats, plots, executors, optimizers, lr schedules and augmentation views. Names are what suites and
+options accept."""
+
+LIST_EPILOG = """\
+examples:
+  tekapbench list                                    # everything
+  tekapbench list methods
+  tekapbench list layouts                            # for `[suite] layout` and `table --layout`
+"""
+
+
+def _command(sub, name: str, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    command = sub.add_parser(name, help=help, description=description, epilog=epilog,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    _plugin_option(command, "plugins")
+    return command
+
+
+def _plugin_option(parser: argparse.ArgumentParser, dest: str) -> None:
+    parser.add_argument("--plugin", action="append", default=[], dest=dest, metavar="MODULE_OR_FILE",
+                        help="import a plugin first: a module (my_kd.methods) or a .py file that registers methods, "
+                             "models, datasets, evaluations, layouts or plots (repeatable); installed plugins "
+                             "(entry points 'tekapbench.plugins') are always loaded")
+
+
+def load_plugins(args: argparse.Namespace) -> list[str]:
+    """Installed plugins (entry points), then those of --plugin; returns the --plugin ones as resolved paths
+    or module names, for the worker processes and Slurm jobs that must load them too."""
+    from tekapbench.plugins import load_entry_points, load_plugin
+
+    load_entry_points()
+    given = [*args.plugins_before, *getattr(args, "plugins", [])]
+    resolved = [str(Path(p).resolve()) if p.endswith(".py") or "/" in p else p for p in given]
+    for spec in resolved:
+        load_plugin(spec, "--plugin")
+    return resolved
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tekapbench", description=__doc__.strip())
+    parser = argparse.ArgumentParser(prog="tekapbench", description=__doc__.strip(), epilog=MAIN_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"tekapbench {__version__}")
+    _plugin_option(parser, "plugins_before")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="train and score every run of a suite (skips finished runs)")
+    run = _command(sub, "run", "train and score every run of a suite (skips finished runs)", RUN_DESCRIPTION,
+                   RUN_EPILOG)
     run.add_argument("suite", type=Path, help="suite file (TOML), e.g. suites/smoke.toml")
     run.add_argument("--dry-run", action="store_true", help="validate and list the runs; train nothing")
     run.add_argument("--force", action="store_true", help="run finished runs again, into new records")
@@ -290,27 +454,34 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--results", default="results", help="results folder (default: results)")
         command.add_argument("--suite", help="only this suite (default: every suite with results)")
 
-    table = sub.add_parser("table", help="print paper-style tables of the results")
+    table = _command(sub, "table", "print paper-style tables of the results", TABLE_DESCRIPTION, TABLE_EPILOG)
     results_options(table)
     table.add_argument("--format", default="github", help="github (default), markdown, latex, csv, json")
-    table.add_argument("--layout", help="override the layout named by the suite")
+    table.add_argument("--layout", help="override the layout named by the suite (`tekapbench list layouts`)")
     table.add_argument("--compare", choices=["paper"],
                        help="paper: published numbers (results/paper/published.csv) and the difference beside ours")
-    table.add_argument("--delta", metavar="ROW", help="add, after each column, the difference to this row (e.g. KD)")
+    table.add_argument("--delta", metavar="ROW", help="add, after each column, each row's paired difference to this "
+                                                      "row over seeds (e.g. KD)")
+    table.add_argument("--ci", action=argparse.BooleanOptionalAction, default=True,
+                       help="paired differences with 95%% t-intervals over seeds, ✓ only where the interval excludes "
+                            "0, and the seeds a difference would need (default); --no-ci: mean ± std, ✓ on the mean")
     table.add_argument("--paper", default="results/paper", help="folder of published.csv (default: results/paper)")
     table.add_argument("--metric", choices=["last", "best"], default="last",
                        help="last-epoch (default, as CRD/TeKAP report) or best-epoch test accuracy")
     table.set_defaults(func=_cmd_table)
 
-    plot = sub.add_parser("plot", help="plot training curves, robustness vs eps, per-class accuracy (PNG and PDF)")
+    plot = _command(sub, "plot", "plot training curves, robustness vs eps, per-class accuracy, ... (PNG and PDF)",
+                    PLOT_DESCRIPTION, PLOT_EPILOG)
     results_options(plot)
-    plot.add_argument("--kind", action="append", help="curves, robustness, long_tail (default: all); repeatable")
+    plot.add_argument("--kind", action="append",
+                      help="a registered plot, e.g. curves (default: all; `tekapbench list plots`); repeatable")
     plot.add_argument("--out", help="folder for the files (default: results/<suite>/plots)")
     plot.set_defaults(func=_cmd_plot)
 
-    check = sub.add_parser("check", help="regression gate: results against a baseline, benchmark ratios against "
-                                         "bounds; exit 1 on a regression")
-    check.add_argument("results", nargs="?", default="results", help="results folder (default: results)")
+    check = _command(sub, "check", "regression gate: results against a baseline, benchmark ratios against "
+                                   "bounds; exit 1 on a regression", CHECK_DESCRIPTION, CHECK_EPILOG)
+    check.add_argument("--results", default="results", help="results folder (default: results)")
+    check.add_argument("positional", nargs="*", help=argparse.SUPPRESS)  # a clear error: the folder is --results
     check.add_argument("--baseline", type=Path, help="baseline file (JSON), or a folder of them, one per CPU type "
                                                      "(results/baselines/cpu/): the file of this machine's CPU")
     check.add_argument("--suite", help="only this suite (default: every suite of the baseline)")
@@ -326,15 +497,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the speed ratios and their bounds (default: results/baselines/speed.toml)")
     check.set_defaults(func=_cmd_check)
 
-    status = sub.add_parser("status", help="each run of a suite: done, running, pending, failed or skipped")
+    status = _command(sub, "status", "each run of a suite: done, running, pending, failed or skipped",
+                      STATUS_DESCRIPTION, STATUS_EPILOG)
     status.add_argument("suite", help="suite file (TOML) or the name of a suite with results")
     status.add_argument("--results", default="results", help="results folder (default: results)")
     status.set_defaults(func=_cmd_status)
 
-    listing = sub.add_parser("list", help="list what is registered: models, datasets, methods, evaluations, ...")
-    listing.add_argument("kind", nargs="?",
-                         choices=["models", "datasets", "methods", "evaluations", "layouts", "formats", "plots",
-                                  "executors"])
+    listing = _command(sub, "list", "list what is registered: models, datasets, methods, evaluations, ...",
+                       LIST_DESCRIPTION, LIST_EPILOG)
+    listing.add_argument("kind", nargs="?", choices=LIST_KINDS, help="only this kind (default: all)")
     listing.set_defaults(func=_cmd_list)
     return parser
 
@@ -349,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupted) if in_main_thread else None
     try:
+        args.plugin_specs = load_plugins(args)
         return args.func(args)
     except UnknownNameError as exc:
         print(f"tekapbench {args.command}: {exc}", file=sys.stderr)

@@ -232,3 +232,52 @@ def test_a_huge_thread_count_is_one_clear_error_not_a_traceback(tmp_path, suite,
         assert main(["run", str(suite), "--results", str(results), "--threads", str(huge)]) == 2
         assert f"--threads {huge}: give a number from 1 to 1024" in capsys.readouterr().err
     assert not results.exists()
+
+
+def test_every_command_has_a_description_and_examples():
+    import argparse
+
+    from tekapbench.cli import build_parser
+
+    parser = build_parser()
+    assert "examples:" in parser.format_help()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(commands) >= {"run", "status", "table", "plot", "check", "list"}
+    for name, command in commands.items():
+        text = command.format_help()
+        assert command.description and command.description.strip() in text, name
+        assert "examples:" in text and f"tekapbench {name} " in text.split("examples:")[1], name
+
+
+def test_check_takes_the_results_folder_as_results_option_only(tmp_path, capsys):
+    assert main(["check", str(tmp_path), "--baseline", str(tmp_path / "b.json")]) == 2
+    assert f"give the results folder as --results {tmp_path}" in capsys.readouterr().err
+    assert main(["check", "--results", str(tmp_path), "--baseline", str(tmp_path / "b.json")]) == 2
+    assert "no such baseline" in capsys.readouterr().err  # --results is taken; the baseline is what is missing
+
+
+def test_table_reads_results_without_importing_torch(tmp_path):
+    """`tekapbench table` only reads JSON: importing torch would triple its start-up time."""
+    import subprocess
+    import sys
+
+    results = tmp_path / "results"
+    cells = []
+    for seed in (0, 1):
+        for row, accuracy in (("Teacher", 90.0), ("Student", 80.0), ("KD", 85.0)):
+            run_id = f"{row.lower()}{seed}"
+            cells.append({"dataset": "digits", "teacher": "t", "student": "s", "row": row, "seed": seed,
+                          "run_id": run_id})
+            attempt = results / "fake" / "runs" / run_id / "attempt-1"
+            attempt.mkdir(parents=True)
+            metrics = {"test_acc_last": accuracy + seed, "test_acc_best": accuracy + seed + 0.5}
+            (attempt / "record.json").write_text(json.dumps({"metrics": metrics}))
+    (results / "fake" / "plan.json").write_text(json.dumps({"suite": "fake", "layout": "diverse", "cells": cells}))
+    code = ("import sys; from tekapbench.cli import main; rc = main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)")
+    for extra in ([], ["--format", "latex"], ["--metric", "best", "--delta", "Student"]):
+        done = subprocess.run([sys.executable, "-c", code, "table", "--results", str(results), *extra],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        mean_of_kd = "86.00" if "best" in extra else "85.50"  # seeds 0 and 1: 85 and 86 last, +0.5 best
+        assert "KD" in done.stdout and mean_of_kd in done.stdout, done.stdout

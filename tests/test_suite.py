@@ -165,7 +165,7 @@ def test_values_of_the_wrong_type_are_not_converted(tmp_path, edit, key):
 
 def test_an_unknown_key_lists_the_allowed_ones(tmp_path):
     found = problems(tmp_path, BASE.replace("[recipe]", "[recpie]"))
-    assert found["recpie"] == "unknown key; allowed: suite, data, recipe, teacher_recipe, pairs, methods, evaluations, slurm"
+    assert found["recpie"] == "unknown key; allowed: suite, data, recipe, teacher_recipe, pairs, methods, checkpoints, evaluations, slurm"
 
 
 def test_missing_teacher_checkpoint_and_bad_toml(tmp_path):
@@ -222,3 +222,67 @@ def test_a_dkd_warmup_longer_than_training_is_noted(tmp_path):
     plan = plan_suite(write(tmp_path, BASE + '\n[[methods]]\nmethod = "dkd"\n'))
     assert plan.notes == ["methods[3]: DKD warmup (20 epochs) is longer than training (2 epochs): the DKD term "
                           "never reaches full weight; set params.warmup"]
+
+
+def test_baseline_key_pairs_rows_and_must_name_another_method(tmp_path):
+    text = BASE.replace('label = "KD+TeKAP (L)"\n', 'label = "KD+TeKAP (L)"\nbaseline = "KD"\n')
+    plan = plan_suite(write(tmp_path, text))
+    assert {c.row: c.baseline for c in plan.cells} == {"Teacher": None, "Student": None, "KD": None,
+                                                      "KD+TeKAP (L)": "KD"}
+    # presentation only: the key changes no run id
+    assert {c.run_id for c in plan.cells} == {c.run_id for c in plan_suite(write(tmp_path, BASE)).cells}
+    found = problems(tmp_path, BASE.replace('label = "KD+TeKAP (L)"\n', 'label = "KD+TeKAP (L)"\nbaseline = "DK"\n'))
+    assert found["methods[2].baseline"] == ("'DK' is not the label of another row of this suite; allowed: "
+                                            "Student, KD")
+    found = problems(tmp_path, BASE.replace('label = "KD"\n', 'label = "KD"\nbaseline = "KD"\n'))
+    assert "methods[1].baseline" in found
+
+
+def test_a_suite_may_ask_for_several_table_layouts(tmp_path):
+    plan = plan_suite(write(tmp_path, BASE.replace('seeds = [0, 1]', 'seeds = [0, 1]\nlayout = ["diverse", "sota"]')))
+    assert plan.to_dict()["layout"] == ["diverse", "sota"]
+    found = problems(tmp_path, BASE.replace('seeds = [0, 1]', 'seeds = [0, 1]\nlayout = ["diverse", "sotaa"]'))
+    assert "unknown table layout 'sotaa'" in found["suite.layout[1]"]
+
+
+def test_checkpoints_trained_elsewhere_become_rows_and_their_files_are_checked(tmp_path):
+    import hashlib
+
+    import torch
+
+    from tekapbench.models.base import create_model
+
+    weights = tmp_path / "theirs.pth"
+    torch.save({"model": create_model("resnet8_tiny", 10).state_dict(), "epoch": 240}, weights)  # RepDistiller form
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    entry = f'\n[[checkpoints]]\nlabel = "NKD (theirs)"\narch = "resnet8_tiny"\npath = "{weights}"\ndataset = "digits"\n'
+    plan = plan_suite(write(tmp_path, BASE + entry + f'sha256 = "{digest}"\nbaseline = "KD"\n'))
+    cell = next(c for c in plan.cells if c.row == "NKD (theirs)")
+    assert (cell.column, cell.seed, cell.baseline) == ("resnet20_tiny → resnet8_tiny", 0, "KD")
+    spec = plan.runs[cell.run_id]
+    assert (spec.kind, spec.checkpoint_sha256, spec.checkpoint) == ("pretrained", digest, str(weights))
+
+    found = problems(tmp_path, BASE + entry + f'sha256 = "{"0" * 64}"\n')
+    assert f"has sha256 {digest}, not the expected {'0' * 64}" in found["checkpoints[0].sha256"]
+    found = problems(tmp_path, BASE + entry.replace('"resnet8_tiny"', '"resnet20_tiny"'))
+    assert "no [[pairs]] entry has student 'resnet20_tiny'" in found["checkpoints[0].pair"]
+    found = problems(tmp_path, BASE + entry.replace("NKD (theirs)", "KD"))
+    assert "already the label of a method's row" in found["checkpoints[0].label"]
+    found = problems(tmp_path, BASE + entry.replace(str(weights), str(tmp_path / "nope.pth")))
+    assert "file not found" in found["checkpoints[0].path"]
+    # weights of another architecture are refused at planning, under the checkpoint's key
+    torch.save(create_model("resnet20_tiny", 10).state_dict(), weights)
+    found = problems(tmp_path, BASE + entry)
+    assert "does not fit the architecture" in found["checkpoints[0].path"]
+
+
+def test_a_teacher_checkpoint_with_another_sha256_is_refused(tmp_path):
+    import torch
+
+    from tekapbench.models.base import create_model
+
+    weights = tmp_path / "teacher.pth"
+    torch.save(create_model("resnet20_tiny", 10).state_dict(), weights)
+    text = BASE.replace('student = "resnet8_tiny"', f'student = "resnet8_tiny"\nteacher_checkpoint = "{weights}"\n'
+                                                    f'teacher_sha256 = "{"ab" * 32}"')
+    assert "not the expected" in problems(tmp_path, text)["pairs[0].teacher_sha256"]

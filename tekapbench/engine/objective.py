@@ -9,6 +9,7 @@ from torch import nn
 
 from tekapbench.methods.base import METHODS, DistillContext, LossTerm, MethodParams
 from tekapbench.modifiers.tekap import TeKAP, TeKAPSettings
+from tekapbench.plugins import plugin_code
 from tekapbench.seeding import derive_seed
 
 
@@ -35,6 +36,8 @@ class TermSpec:
         revision = METHODS.get(self.method).revision
         if revision > 1:  # absent at 1, so the ids of runs of unrevised methods stay what they were
             d["revision"] = revision
+        if (code := plugin_code(METHODS, self.method)) is not None:  # an edited plugin method is a new run
+            d["plugin_code"] = code
         return d
 
 

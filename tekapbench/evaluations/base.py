@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from tekapbench.plugins import plugin_code
 from tekapbench.data.base import DataOptions, LoaderSettings, Splits, load_dataset
 from tekapbench.data.loader import DeviceLoader
 from tekapbench.registry import Registry
@@ -161,6 +162,8 @@ def register_evaluation(name: str, *, params: type[EvalParams] = NoEvalParams, v
 def evaluation_key(name: str, settings: dict[str, Any]) -> str:
     """Names a stored result by evaluation, its version and settings: other settings are another result."""
     version = EVALUATIONS.get(name).version
+    if (code := plugin_code(EVALUATIONS, name)) is not None:  # an edited plugin evaluation is a new result
+        version = [version, code]
     digest = hashlib.sha256(json.dumps([version, settings], sort_keys=True).encode()).hexdigest()[:10]
     return f"{name}-{digest}"
 

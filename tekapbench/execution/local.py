@@ -15,6 +15,7 @@ from tekapbench.data.stream import SHARE_ENV
 from tekapbench.engine.runner import SuiteRunner, pick_device
 from tekapbench.errors import TekapbenchError, UsageError
 from tekapbench.execution.base import Request, register_executor
+from tekapbench.plugins import loaded as loaded_plugins
 from tekapbench.progress import Progress
 from tekapbench.results.status import suite_status
 from tekapbench.results.store import ResultStore
@@ -64,6 +65,8 @@ def run_local(request: Request) -> None:
                "--device", "cuda" if slots[0]["CUDA_VISIBLE_DEVICES"] else "cpu"]
     if request.force_before:
         command += ["--force-before", request.force_before]
+    for spec, _ in loaded_plugins():  # the workers load what this process loaded (a suite's own load again)
+        command += ["--plugin", spec]
     if not request.quiet:
         where = ", ".join(f"GPU {s['CUDA_VISIBLE_DEVICES']}" for s in slots) if slots[0]["CUDA_VISIBLE_DEVICES"] \
             else f"CPU, {threads} thread(s) each"

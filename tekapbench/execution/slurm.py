@@ -10,6 +10,8 @@ be shared by the submitting host and the nodes.
 """
 from __future__ import annotations
 
+import pickle
+
 import shutil
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from tekapbench.atomic import write_json
 from tekapbench.engine.runner import SuiteRunner, pick_device
 from tekapbench.errors import TekapbenchError, UsageError
 from tekapbench.execution.base import Request, register_executor
+from tekapbench.plugins import loaded as loaded_plugins, reload_in_this_process
 from tekapbench.progress import Progress
 from tekapbench.results.status import STATES, suite_status
 from tekapbench.results.store import ResultStore
@@ -36,9 +39,18 @@ class SlurmRun:
     """The callable submitit pickles for each array task: works on one run of the plan."""
 
     def __init__(self, plan: SuitePlan, results_root: str, device: str, threads: int | None,
-                 force_before: str | None):
+                 force_before: str | None, plugins: list[tuple[str, str]] | None = None):
         self.plan, self.results_root, self.device = plan, results_root, device
         self.threads, self.force_before = threads, force_before
+        self.plugins = loaded_plugins() if plugins is None else plugins
+
+    def __getstate__(self) -> dict:
+        # the plan may hold settings classes of plugins: the job loads the plugins before it reads the plan
+        return {**self.__dict__, "plan": pickle.dumps(self.plan)}
+
+    def __setstate__(self, state: dict) -> None:
+        reload_in_this_process(state["plugins"])
+        self.__dict__.update({**state, "plan": pickle.loads(state["plan"])})
 
     def __call__(self, run_id: str) -> str:
         runner = SuiteRunner(self.plan, results_root=self.results_root, device=pick_device(self.device),
@@ -53,7 +65,7 @@ class SlurmRun:
         import submitit
 
         return submitit.helpers.DelayedSubmission(SlurmRun(self.plan, self.results_root, self.device, self.threads,
-                                                           self.force_before), run_id)
+                                                           self.force_before, self.plugins), run_id)
 
 
 def stages(runner: SuiteRunner, run_ids: list[str]) -> list[list[str]]:

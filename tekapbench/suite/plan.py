@@ -21,8 +21,9 @@ from tekapbench.evaluations.base import evaluation_key
 from tekapbench.errors import ConfigError, UsageError
 from tekapbench.methods.base import METHODS, TEACHER_TOPOLOGIES, THROUGH_ASSISTANTS, DistillContext, MethodParams
 from tekapbench.engine.objective import MethodSpec, Objective, TermSpec
-from tekapbench.models.base import FeatureShapes, create_model, load_weights, probe_shapes
+from tekapbench.models.base import MODELS, FeatureShapes, create_model, load_weights, probe_shapes
 from tekapbench.modifiers.tekap import LEVEL_FIELDS
+from tekapbench.plugins import plugin_code
 from tekapbench.results.provenance import sha256_file
 from tekapbench.tables.base import Cell
 from tekapbench.suite.schema import MethodSection, PairSection, SuiteFile, TermSection, read_suite
@@ -53,6 +54,10 @@ class RunSpec:
     def identity(self) -> dict[str, Any]:
         """What the run id hashes: everything that changes the result, nothing that merely names it."""
         d: dict[str, Any] = {"kind": self.kind, "dataset": self.dataset, "arch": self.arch}
+        code = {key: c for key, registry, name in (("arch", MODELS, self.arch), ("dataset", DATASETS, self.dataset))
+                if (c := plugin_code(registry, name)) is not None}
+        if code:  # absent for tekapbench's own models and datasets, so their ids stay what they were
+            d["plugin_code"] = code
         if self.kind == "pretrained":
             d["checkpoint_sha256"] = self.checkpoint_sha256
         else:
@@ -94,7 +99,7 @@ class EvaluationSpec:
 class SuitePlan:
     name: str
     source: str
-    layout: str
+    layout: str | list[str]
     description: str = ""
     runs: dict[str, RunSpec] = field(default_factory=dict)  # in execution order: teachers first
     cells: list[Cell] = field(default_factory=list)
@@ -126,10 +131,12 @@ class SuitePlan:
     def _column_teachers(self) -> dict[str, str | None]:
         """run id -> the Teacher cell of its column, for every run shown in a non-teacher row."""
         teachers = {(c.dataset, c.teacher, c.student, c.seed): c.run_id for c in self.cells if c.row == TEACHER_ROW}
+        any_seed = {key[:3]: run_id for key, run_id in reversed(teachers.items())}  # the first seed's teacher
         found: dict[str, str | None] = {}
         for cell in self.cells:
-            if cell.row != TEACHER_ROW:
-                found.setdefault(cell.run_id, teachers.get((cell.dataset, cell.teacher, cell.student, cell.seed)))
+            if cell.row != TEACHER_ROW:  # a checkpoint's seed may be none of the suite's: the column's first teacher
+                found.setdefault(cell.run_id, teachers.get((cell.dataset, cell.teacher, cell.student, cell.seed),
+                                                           any_seed.get((cell.dataset, cell.teacher, cell.student))))
         return found
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,6 +157,7 @@ class _Planner:
         self.suite = suite
         self.source = source
         self.problems: list[tuple[str, str]] = []
+        self.weights_key: dict[str, tuple[str, str]] = {}  # run id of a given weights file -> (suite key, what)
 
     def resolve_term(self, section: TermSection, key: str, pair: PairSection) -> TermSpec | None:
         entry = METHODS.get(section.method)
@@ -229,12 +237,14 @@ class _Planner:
 
     def teacher_run(self, pair: PairSection, index: int, dataset: str, seed: int) -> RunSpec | None:
         if pair.teacher_checkpoint is not None:
-            path = Path(pair.teacher_checkpoint).expanduser().resolve()
-            if not path.is_file():
-                self.problems.append((f"pairs[{index}].teacher_checkpoint", f"file not found: {path}"))
+            path = self.checked_file(pair.teacher_checkpoint, pair.teacher_sha256, f"pairs[{index}].teacher_checkpoint",
+                                     f"pairs[{index}].teacher_sha256")
+            if path is None:
                 return None
-            return RunSpec(kind="pretrained", dataset=dataset, arch=pair.teacher, checkpoint=str(path),
+            spec = RunSpec(kind="pretrained", dataset=dataset, arch=pair.teacher, checkpoint=str(path),
                            checkpoint_sha256=sha256_file(path))
+            self.weights_key.setdefault(spec.run_id, (f"pairs[{index}].teacher_checkpoint", f"teacher {pair.teacher}"))
+            return spec
         overrides = self.suite.recipe.merged(self.suite.teacher_recipe).model_dump()
         recipe = self.recipe(dataset, pair.teacher, overrides, "teacher_recipe")
         return RunSpec(kind="train", dataset=dataset, arch=pair.teacher, seed=seed, recipe=recipe, method=VANILLA)
@@ -292,9 +302,70 @@ class _Planner:
         if self.suite.teacher_recipe.views:
             self.problems.append(("teacher_recipe.views", "teachers train on cross-entropy alone, on no extra view"))
 
+    def check_baselines(self) -> None:
+        """Each ``baseline`` names another row of the suite (a method or a checkpoint) by its label."""
+        labels = self.suite.row_labels()
+        rows = [(f"methods[{i}]", m.display_label, m.baseline) for i, m in enumerate(self.suite.methods)]
+        rows += [(f"checkpoints[{i}]", c.label, c.baseline) for i, c in enumerate(self.suite.checkpoints)]
+        for key, label, baseline in rows:
+            if baseline is not None and (baseline not in labels or baseline == label):
+                others = [other for other in labels if other != label]
+                self.problems.append((f"{key}.baseline", (
+                    f"{baseline!r} is not the label of another row of this suite; allowed: "
+                    f"{', '.join(others) or 'none'}")))
+
+    def checkpoint_cells(self, plan: SuitePlan) -> None:
+        """A row for each model trained elsewhere, in the columns of its pairs; its run scores the file."""
+        methods = {m.display_label for m in self.suite.methods}
+        seen: set[tuple[str, int]] = set()
+        for index, entry in enumerate(self.suite.checkpoints):
+            key = f"checkpoints[{index}]"
+            if entry.label in methods or entry.label == TEACHER_ROW:
+                self.problems.append((f"{key}.label", f"{entry.label!r} is already the label of a method's row"))
+            if (entry.label, entry.seed) in seen:
+                self.problems.append((f"{key}.seed", f"a checkpoint labelled {entry.label!r} with seed {entry.seed} "
+                                                     "is listed already: give each seed of a row once"))
+            seen.add((entry.label, entry.seed))
+            if entry.dataset not in self.suite.data.datasets:
+                self.problems.append((f"{key}.dataset", f"{entry.dataset!r} is not among [data] datasets "
+                                                        f"({', '.join(self.suite.data.datasets)})"))
+                continue
+            if entry.pair is not None and entry.pair >= len(self.suite.pairs):
+                self.problems.append((f"{key}.pair", f"there are {len(self.suite.pairs)} [[pairs]]; allowed: "
+                                                     f"0..{len(self.suite.pairs) - 1}"))
+                continue
+            pairs = ([self.suite.pairs[entry.pair]] if entry.pair is not None
+                     else [p for p in self.suite.pairs if p.student == entry.arch])
+            if not pairs:
+                self.problems.append((f"{key}.pair", f"no [[pairs]] entry has student {entry.arch!r}; give 'pair' "
+                                                     "(the index of the column it joins)"))
+                continue
+            path = self.checked_file(entry.path, entry.sha256, f"{key}.path", f"{key}.sha256")
+            if path is None:
+                continue
+            spec = RunSpec(kind="pretrained", dataset=entry.dataset, arch=entry.arch, checkpoint=str(path),
+                           checkpoint_sha256=sha256_file(path))
+            run_id = plan.add_run(spec)
+            self.weights_key.setdefault(run_id, (f"{key}.path", f"checkpoint {entry.label!r} ({entry.arch})"))
+            plan.cells += [Cell(entry.dataset, p.teacher, p.student, entry.label, entry.seed, run_id,
+                                baseline=entry.baseline) for p in pairs]
+
+    def checked_file(self, given: str, expected: str | None, key: str, sha_key: str) -> Path | None:
+        """The resolved path of a weights file that exists and, when an expected sha256 is given, has it."""
+        path = Path(given).expanduser().resolve()
+        if not path.is_file():
+            self.problems.append((key, f"file not found: {path}"))
+            return None
+        if expected is not None and (found := sha256_file(path)) != expected:
+            self.problems.append((sha_key, f"{path} has sha256 {found}, not the expected {expected}: the file "
+                                           "changed or is another one"))
+            return None
+        return path
+
     def plan(self) -> SuitePlan:
         suite = self.suite
         self.check_views()
+        self.check_baselines()
         plan = SuitePlan(name=suite.suite.name, source=self.source, layout=suite.suite.layout,
                          description=suite.suite.description, download=suite.data.download,
                          cpu_threads=suite.suite.cpu_threads, slurm=suite.slurm.model_dump(),
@@ -333,7 +404,8 @@ class _Planner:
                         spec = RunSpec(kind="train", dataset=dataset, arch=pair.student, seed=seed,
                                        recipe=student_recipe, method=method, teachers=learns_from)
                         plan.cells.append(Cell(dataset, pair.teacher, pair.student, section.display_label, seed,
-                                               plan.add_run(spec)))
+                                               plan.add_run(spec), baseline=section.baseline))
+        self.checkpoint_cells(plan)
         if not self.problems:
             self.preflight(plan)
         if self.problems:
@@ -351,23 +423,25 @@ class _Planner:
         def shapes_of(arch: str, dataset: str, size: int) -> FeatureShapes:
             if (arch, dataset, size) not in shapes:
                 entry = DATASETS.get(dataset)
-                shapes[arch, dataset, size] = probe_shapes(create_model(arch, entry.num_classes), size)
+                try:
+                    shapes[arch, dataset, size] = probe_shapes(create_model(arch, entry.num_classes), size)
+                except (RuntimeError, ValueError) as exc:  # e.g. a network too deep for 32-pixel images
+                    raise ValueError(f"{arch} cannot take {size}x{size} images of {dataset}: {exc}") from None
             return shapes[arch, dataset, size]
 
         labels = {c.run_id: c.row for c in plan.cells}
         method_index = {section.display_label: i for i, section in enumerate(self.suite.methods)}
-        pair_index = {(p.teacher, p.student): i for i, p in enumerate(self.suite.pairs)}
         checked = set()
         for cell in plan.cells:
             spec = plan.runs[cell.run_id]
             if spec.kind == "pretrained" and cell.run_id not in checked:
                 checked.add(cell.run_id)
                 model = create_model(spec.arch, DATASETS.get(spec.dataset).num_classes)
+                key, what = self.weights_key[cell.run_id]
                 try:
-                    load_weights(Path(spec.checkpoint), model, what=f"teacher {spec.arch}")
+                    load_weights(Path(spec.checkpoint), model, what=what)
                 except UsageError as exc:
-                    self.problems.append((f"pairs[{pair_index[cell.teacher, cell.student]}].teacher_checkpoint",
-                                          str(exc)))
+                    self.problems.append((key, str(exc)))
             if spec.method is None or not spec.method.needs_teacher:
                 continue
             key = (spec.dataset, cell.teacher, spec.arch, labels[cell.run_id])
@@ -376,11 +450,11 @@ class _Planner:
             checked.add(key)
             num_classes = DATASETS.get(spec.dataset).num_classes
             size = spec.recipe.crop_size or DATASETS.get(spec.dataset).image_size  # what the teachers see too
-            teachers = tuple(shapes_of(plan.runs[t].arch, spec.dataset, size) for t in spec.teachers)
-            ctx = DistillContext(student=shapes_of(spec.arch, spec.dataset, size), teacher=teachers[0],
-                                 num_classes=num_classes, train_labels=torch.arange(2 * num_classes) % num_classes,
-                                 device=torch.device("cpu"), teachers=teachers)
             try:
+                teachers = tuple(shapes_of(plan.runs[t].arch, spec.dataset, size) for t in spec.teachers)
+                ctx = DistillContext(student=shapes_of(spec.arch, spec.dataset, size), teacher=teachers[0],
+                                     num_classes=num_classes, train_labels=torch.arange(2 * num_classes) % num_classes,
+                                     device=torch.device("cpu"), teachers=teachers)
                 Objective(spec.method, ctx)
             except ValueError as exc:
                 self.problems.append((f"methods[{method_index[cell.row]}]", f"{cell.column}: {exc}"))

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
 from tekapbench.data.base import DATASETS
@@ -22,7 +22,8 @@ from tekapbench.evaluations.base import EVALUATIONS
 from tekapbench.methods.base import METHODS, MethodParams
 from tekapbench.models.base import MODELS
 from tekapbench.modifiers.tekap import TeKAPSettings
-from tekapbench.registry import Registry
+from tekapbench.plugins import PluginError, load_plugin
+from tekapbench.registry import Registry, UnknownNameError
 from tekapbench.tables.layouts import LAYOUTS
 
 
@@ -38,7 +39,10 @@ class Strict(BaseModel):
 def _registered(registry: Registry) -> AfterValidator:
     def check(value: str) -> str:
         if value not in registry:
-            raise ValueError(f"unknown {registry.kind} {value!r}; allowed: {', '.join(registry.names())}")
+            try:
+                registry.get(value)  # its message: the allowed names, or a namespace's close matches
+            except UnknownNameError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     return AfterValidator(check)
@@ -54,16 +58,39 @@ ScheduleName = Annotated[str, _registered(SCHEDULES)]
 ViewName = Annotated[str, _registered(VIEWS)]
 
 
+def _sha256(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        raise ValueError(f"a sha256 is 64 hexadecimal digits, got {value!r}")
+    return value.lower()
+
+
+Sha256 = Annotated[str, AfterValidator(_sha256)]
+
+
+def _one_or_list(value: Any) -> Any:
+    """A name or a list of names, read as a list."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise ValueError(f"must be a name or a list of names (got {value!r})")
+    return value
+
+
 class SuiteInfo(Strict):
     name: str = Field(description="names the results folder results/<name>/")
     description: str = ""
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     teacher_seed: int | None = Field(
         None, description="train one teacher with this seed for every student seed (default: one per seed)")
-    layout: LayoutName = "diverse"
+    layout: Annotated[list[LayoutName], BeforeValidator(_one_or_list)] = Field(
+        default_factory=lambda: ["diverse"], min_length=1,
+        description="table layout(s) of `tekapbench table`: one name or a list, e.g. [\"robustness\", \"calibration\"]")
     common_recipe: bool = Field(
         False, description="true: every method trains on the dataset's standard recipe (under [recipe]); false: "
                            "each method on its official recipe where its official code trains otherwise")
+    plugins: list[str] = Field(
+        default_factory=list, description="modules (\"my_kd.methods\") or .py files relative to the suite file "
+                                          "that register methods, models, datasets, evaluations or layouts")
     cpu_threads: int | None = Field(
         None, ge=1, le=MAX_THREADS, description="torch threads on a CPU (default: torch's choice, one per core); fix it so that "
                                 "CPU numbers repeat on other machines: the thread count changes float sums")
@@ -137,6 +164,24 @@ class PairSection(Strict):
     teacher_checkpoint: str | None = Field(
         None, description="a trained teacher: a state dict under key 'model' (CRD/DKD zoo) or a bare one "
                            "(torchvision's files); the teacher is then not trained")
+    teacher_sha256: Sha256 | None = Field(None, description="the teacher checkpoint's expected sha256, checked "
+                                                            "before anything runs")
+
+
+class CheckpointSection(Strict):
+    """``[[checkpoints]]``: a model trained elsewhere, scored like a trained run (a row of every table)."""
+
+    label: str = Field(description="its row in the tables; checkpoints of one label and distinct seeds are "
+                                   "the seeds of one row")
+    arch: ArchName
+    path: str = Field(description="the weights file, relative to the working directory: a state dict, bare or "
+                                  "under 'model', 'net' or 'state_dict' (RepDistiller, mdistiller, torchvision)")
+    dataset: DatasetName = Field(description="the dataset it was trained on (one of [data] datasets)")
+    pair: int | None = Field(None, ge=0, description="index of the [[pairs]] entry whose column it joins (default: "
+                                                     "every pair whose student is its arch)")
+    seed: int = Field(0, description="the seed it stands for when rows are compared seed by seed")
+    sha256: Sha256 | None = Field(None, description="expected sha256 of the file, checked before anything runs")
+    baseline: str | None = Field(None, description="label of the row it is compared with (as for methods)")
 
 
 def _method_params(value: Any, info: ValidationInfo) -> Any:
@@ -199,6 +244,9 @@ class MethodSection(Strict):
     tekap: TeKAPSettings | None = None
     ce_weight: float | None = Field(None, ge=0)
     terms: list[TermSection] | None = None
+    baseline: str | None = Field(
+        None, description="label of the method this one is compared with, seed by seed (e.g. \"KD\" on KD+TeKAP): "
+                          "the sota layout's pairing and its ✓")
 
     @model_validator(mode="after")
     def _one_form(self) -> "MethodSection":
@@ -257,18 +305,26 @@ class SuiteFile(Strict):
     teacher_recipe: RecipeOverrides = Field(default_factory=RecipeOverrides,
                                             description="overrides on top of [recipe] for the teachers")
     pairs: list[PairSection] = Field(min_length=1)
-    methods: list[MethodSection] = Field(min_length=1)
+    methods: list[MethodSection] = Field(default_factory=list)
+    checkpoints: list[CheckpointSection] = Field(
+        default_factory=list, description="models trained elsewhere, scored without training")
     evaluations: list[EvaluationSection] = Field(
         default_factory=list, description="scored on every trained model, beside the built-in test accuracy")
     slurm: SlurmSection = Field(default_factory=SlurmSection, description="resources for --executor slurm")
 
     @model_validator(mode="after")
     def _distinct_labels(self) -> "SuiteFile":
+        if not self.methods and not self.checkpoints:
+            raise ValueError("nothing to score: give [[methods]] to train, [[checkpoints]] to score, or both")
         labels = [m.display_label for m in self.methods]
         dupes = sorted({label for label in labels if labels.count(label) > 1})
         if dupes:
             raise ValueError(f"method labels must be distinct; repeated: {', '.join(dupes)} (set 'label')")
         return self
+
+    def row_labels(self) -> list[str]:
+        """Every row a method or a checkpoint adds, in suite order."""
+        return list(dict.fromkeys([m.display_label for m in self.methods] + [c.label for c in self.checkpoints]))
 
 
 def _key_path(loc: tuple) -> str:
@@ -322,6 +378,7 @@ def read_suite(path: Path) -> SuiteFile:
         raise ConfigError(source, [("", f"cannot read the file: {exc}")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [("", f"not valid TOML: {exc}")]) from None
+    load_suite_plugins(raw, path, source)
     try:
         return SuiteFile.model_validate(raw)
     except ValidationError as exc:
@@ -334,3 +391,21 @@ def read_suite(path: Path) -> SuiteFile:
                 loc = loc[:2] + loc[3:]  # settings sit beside 'name' in the file
             problems.append((_key_path(loc), _describe({**error, "loc": loc}, SuiteFile)))
         raise ConfigError(source, problems) from None
+
+
+def load_suite_plugins(raw: dict, path: Path, source: str) -> None:
+    """Imports the plugins of ``[suite] plugins`` before the rest is validated: they may register the names
+    the suite uses. A plugin that cannot be loaded is an error at its key."""
+    specs = raw.get("suite", {}).get("plugins", []) if isinstance(raw.get("suite"), dict) else []
+    if not isinstance(specs, list):
+        return  # reported by the schema
+    problems = []
+    for index, spec in enumerate(specs):
+        if not isinstance(spec, str):
+            continue  # reported by the schema
+        try:
+            load_plugin(spec, f"suite {path}", relative_to=Path(path).parent)
+        except PluginError as exc:
+            problems.append((f"suite.plugins[{index}]", str(exc)))
+    if problems:
+        raise ConfigError(source, problems)

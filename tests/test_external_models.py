@@ -267,7 +267,7 @@ def test_fitnet_with_a_network_without_stage_features_is_refused_when_planning(t
     with pytest.raises(ConfigError) as refused:
         plan_suite(write_suite(tmp_path, "tiny.vit", more='\n[[methods]]\nmethod = "fitnet"'))
     problems = dict(refused.value.problems)
-    assert "stage features, teacher 0" in problems["methods[1]"], problems
+    assert "fitnet reads stage features, and tiny.vit exposes none" in problems["methods[1]"], problems
 
 
 def test_one_kd_epoch_with_torchvision_networks_through_the_training_loop(tmp_path):

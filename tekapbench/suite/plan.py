@@ -455,6 +455,14 @@ class _Planner:
                 ctx = DistillContext(student=shapes_of(spec.arch, spec.dataset, size), teacher=teachers[0],
                                      num_classes=num_classes, train_labels=torch.arange(2 * num_classes) % num_classes,
                                      device=torch.device("cpu"), teachers=teachers)
+                featureless = [(arch, term.method) for term in spec.method.terms
+                               if "features" in METHODS.get(term.method).term.reads
+                               for arch, shapes in [(spec.arch, ctx.student)] + list(zip(
+                                   [plan.runs[t].arch for t in spec.teachers], teachers)) if not shapes.features]
+                if featureless:
+                    arch, method = featureless[0]
+                    raise ValueError(f"{method} reads stage features, and {arch} exposes none (its family has no "
+                                     "feature-map stages, e.g. a vision transformer); use a logit or embedding method")
                 Objective(spec.method, ctx)
             except ValueError as exc:
                 self.problems.append((f"methods[{method_index[cell.row]}]", f"{cell.column}: {exc}"))

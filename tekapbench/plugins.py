@@ -132,10 +132,6 @@ def load_entry_points() -> list[Plugin]:
     return plugins
 
 
-def load_all(specs: list[str], source: str, relative_to: Path | None = None) -> list[Plugin]:
-    return [load_plugin(spec, source, relative_to) for spec in specs]
-
-
 def code_fingerprint(plugin: Plugin) -> str:
     """A hash of a plugin's code: the source of its module, or of every file of its package, so that an
     edited plugin gives new run ids (tekapbench's own code is tracked by the records' provenance)."""

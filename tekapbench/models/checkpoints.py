@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from tekapbench.results.provenance import sha256_file
 from tekapbench.errors import UnsafeFileError, UsageError
 
 StateDict = dict[str, torch.Tensor]
@@ -46,12 +47,8 @@ _GLOBAL = re.compile(r"GLOBAL (\S+)")
 
 
 def sha256_of(path: Path | str) -> str:
-    """sha256 of a file's bytes, read in 1 MiB chunks (a checkpoint need not fit in memory twice)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """sha256 of a file's bytes, read in chunks (the one fingerprint of provenance)."""
+    return sha256_file(Path(path))
 
 
 def _numpy_globals() -> list[tuple[Any, str]]:

@@ -237,12 +237,13 @@ class _Planner:
 
     def teacher_run(self, pair: PairSection, index: int, dataset: str, seed: int) -> RunSpec | None:
         if pair.teacher_checkpoint is not None:
-            path = self.checked_file(pair.teacher_checkpoint, pair.teacher_sha256, f"pairs[{index}].teacher_checkpoint",
-                                     f"pairs[{index}].teacher_sha256")
-            if path is None:
+            checked = self.checked_file(pair.teacher_checkpoint, pair.teacher_sha256,
+                                        f"pairs[{index}].teacher_checkpoint", f"pairs[{index}].teacher_sha256")
+            if checked is None:
                 return None
+            path, digest = checked
             spec = RunSpec(kind="pretrained", dataset=dataset, arch=pair.teacher, checkpoint=str(path),
-                           checkpoint_sha256=sha256_file(path))
+                           checkpoint_sha256=digest)
             self.weights_key.setdefault(spec.run_id, (f"pairs[{index}].teacher_checkpoint", f"teacher {pair.teacher}"))
             return spec
         overrides = self.suite.recipe.merged(self.suite.teacher_recipe).model_dump()
@@ -340,27 +341,30 @@ class _Planner:
                 self.problems.append((f"{key}.pair", f"no [[pairs]] entry has student {entry.arch!r}; give 'pair' "
                                                      "(the index of the column it joins)"))
                 continue
-            path = self.checked_file(entry.path, entry.sha256, f"{key}.path", f"{key}.sha256")
-            if path is None:
+            checked = self.checked_file(entry.path, entry.sha256, f"{key}.path", f"{key}.sha256")
+            if checked is None:
                 continue
+            path, digest = checked
             spec = RunSpec(kind="pretrained", dataset=entry.dataset, arch=entry.arch, checkpoint=str(path),
-                           checkpoint_sha256=sha256_file(path))
+                           checkpoint_sha256=digest)
             run_id = plan.add_run(spec)
             self.weights_key.setdefault(run_id, (f"{key}.path", f"checkpoint {entry.label!r} ({entry.arch})"))
             plan.cells += [Cell(entry.dataset, p.teacher, p.student, entry.label, entry.seed, run_id,
                                 baseline=entry.baseline) for p in pairs]
 
-    def checked_file(self, given: str, expected: str | None, key: str, sha_key: str) -> Path | None:
-        """The resolved path of a weights file that exists and, when an expected sha256 is given, has it."""
+    def checked_file(self, given: str, expected: str | None, key: str, sha_key: str) -> tuple[Path, str] | None:
+        """The resolved path and sha256 of a weights file that exists and, when an expected sha256 is given,
+        has it (the file is hashed once)."""
         path = Path(given).expanduser().resolve()
         if not path.is_file():
             self.problems.append((key, f"file not found: {path}"))
             return None
-        if expected is not None and (found := sha256_file(path)) != expected:
+        found = sha256_file(path)
+        if expected is not None and found != expected:
             self.problems.append((sha_key, f"{path} has sha256 {found}, not the expected {expected}: the file "
                                            "changed or is another one"))
             return None
-        return path
+        return path, found
 
     def plan(self) -> SuitePlan:
         suite = self.suite

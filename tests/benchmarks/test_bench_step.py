@@ -2,7 +2,7 @@
 KD+TeKAP (L) with N=3 synthetic teachers, on resnet56 -> resnet20 with a batch of 64 CIFAR-sized images.
 
 Run with ``python -m pytest tests/benchmarks --benchmark-enable --benchmark-json bench.json``; the ratio
-KD+TeKAP / KD (the median over rounds of the two steps timed back to back; bound <= 1.05) is gated by ``tekapbench check --benchmarks bench.json``
+KD+TeKAP / KD (the median over rounds of the two steps timed back to back; bound <= 1.10) is gated by ``tekapbench check --benchmarks bench.json``
 with the bounds of results/baselines/speed.toml. No timing is asserted here.
 """
 from __future__ import annotations

@@ -170,6 +170,18 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from tekapbench.report import write_report
+
+    suite = args.suite
+    if suite.endswith(".toml") or Path(suite).is_file():  # a suite file, as `status` takes: its name
+        from tekapbench.suite.plan import plan_suite
+
+        suite = plan_suite(suite).name
+    print(write_report(Path(args.results), suite, out=Path(args.out) if args.out else None, metric=args.metric))
+    return 0
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from tekapbench.errors import UsageError
 
@@ -278,6 +290,7 @@ commands:
   table    paper-style tables of the results
   plot     figures of the results (PNG and PDF)
   check    regression gate: results against a baseline, benchmark ratios against bounds
+  report   one self-contained HTML page of a suite: tables, plots, each run's settings and provenance
   list     what is registered: models, datasets, methods, evaluations, layouts, ...
 
 examples:
@@ -333,7 +346,7 @@ results folder."""
 TABLE_EPILOG = """\
 examples:
   tekapbench table                                   # every suite under results/, GitHub markdown
-  tekapbench table --suite smoke --format latex      # booktabs LaTeX; also markdown, csv, json
+  tekapbench table --suite smoke --format latex      # booktabs LaTeX; also markdown, csv, json, html
   tekapbench table --layout robustness               # another layout than the suite's own
   tekapbench table --delta KD                        # each row's paired difference to the KD row, 95% CI
   tekapbench table --suite sota --no-ci              # marks on the mean, no intervals
@@ -357,6 +370,23 @@ examples:
   tekapbench plot --kind curves --kind long_tail --out figures/
 
 plots: `tekapbench list plots`.
+"""
+
+REPORT_DESCRIPTION = """\
+Write one self-contained HTML page of a suite's results, to open offline or send to a colleague: the
+suite's tables in each of its layouts, its plots (embedded as PNG data), and for every run its label,
+id, status, resolved spec and recipe, metrics, per-epoch history, evaluations, provenance (git commit,
+package versions, device, wall time) and links to its files (record.json, model.pt, ...). The page
+loads nothing else (inline CSS, no script); the links to the run files are relative to the page, so
+they work while it sits beside the results folder. Reads only the results folder; the page's path is
+printed."""
+
+REPORT_EPILOG = """\
+examples:
+  tekapbench report smoke                            # results/smoke/report.html
+  tekapbench report suites/diverse.toml              # by suite file, as for status
+  tekapbench report sota --metric best --out sota.html
+  tekapbench report robustness_cpu --results /scratch/me/results
 """
 
 CHECK_DESCRIPTION = """\
@@ -456,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     table = _command(sub, "table", "print paper-style tables of the results", TABLE_DESCRIPTION, TABLE_EPILOG)
     results_options(table)
-    table.add_argument("--format", default="github", help="github (default), markdown, latex, csv, json")
+    table.add_argument("--format", default="github", help="github (default), markdown, latex, csv, json, html")
     table.add_argument("--layout", help="override the layout named by the suite (`tekapbench list layouts`)")
     table.add_argument("--compare", choices=["paper"],
                        help="paper: published numbers (results/paper/published.csv) and the difference beside ours")
@@ -477,6 +507,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a registered plot, e.g. curves (default: all; `tekapbench list plots`); repeatable")
     plot.add_argument("--out", help="folder for the files (default: results/<suite>/plots)")
     plot.set_defaults(func=_cmd_plot)
+
+    report = _command(sub, "report", "one self-contained HTML page of a suite's results (tables, plots, runs)",
+                      REPORT_DESCRIPTION, REPORT_EPILOG)
+    report.add_argument("suite", help="the name of a suite with results, or its suite file (TOML)")
+    report.add_argument("--results", default="results", help="results folder (default: results)")
+    report.add_argument("--out", help="the page to write (default: results/<suite>/report.html)")
+    report.add_argument("--metric", choices=["last", "best"], default="last",
+                        help="last-epoch (default) or best-epoch test accuracy in the tables")
+    report.set_defaults(func=_cmd_report)
 
     check = _command(sub, "check", "regression gate: results against a baseline, benchmark ratios against "
                                    "bounds; exit 1 on a regression", CHECK_DESCRIPTION, CHECK_EPILOG)

@@ -101,3 +101,40 @@ def render_json(tables: list[Table]) -> str:
     """The tables as data: title, rows, columns, notes and one entry per cell (null where missing)."""
     return json.dumps([{"title": t.title, "metric": t.metric, "rows": t.rows, "columns": t.columns, "notes": t.notes,
                         "cells": [r for r in _records([t])]} for t in tables], indent=2)
+
+
+@FORMATS.register("html")
+def render_html(tables: list[Table]) -> str:
+    """HTML <table>s, every text escaped, each with its title as caption and its notes below; what
+    `tekapbench report` embeds in its page (class names: best, mark, missing, difference)."""
+    return "\n".join(map(html_table, tables))
+
+
+def html_table(table: Table) -> str:
+    from html import escape
+
+    lines = ['<figure class="table">', '<table class="results">', f"<caption>{escape(table.title)}</caption>",
+             "<thead><tr><th></th>" + "".join(f'<th scope="col">{escape(c)}</th>' for c in table.columns)
+             + "</tr></thead>", "<tbody>"]
+    for row in table.rows:
+        cells = []
+        for column in table.columns:
+            key = (row, column)
+            stat = table.cells[key]
+            text = escape(_plain(stat, show_n=table.show_n, signed=key in table.differences))
+            classes = [name for name, on in (("best", key in table.best), ("mark", key in table.marks),
+                                             ("missing", stat is None), ("difference", key in table.differences))
+                       if on]
+            if key in table.best:
+                text = f"<strong>{text}</strong>"
+            if key in table.marks:
+                text += ' <span class="check" title="' + escape(table.mark_meaning) + '">✓</span>'
+            attribute = f' class="{" ".join(classes)}"' if classes else ""
+            cells.append(f"<td{attribute}>{text}</td>")
+        lines.append(f'<tr><th scope="row">{escape(row)}</th>' + "".join(cells) + "</tr>")
+    lines += ["</tbody>", "</table>"]
+    if table.notes:
+        lines.append("<figcaption><ul>" + "".join(f"<li>{escape(n)}</li>" for n in table.notes)
+                     + "</ul></figcaption>")
+    lines.append("</figure>")
+    return "\n".join(lines)

@@ -129,7 +129,7 @@ def test_table_without_results_or_with_unknown_format_exits_2(tmp_path, capsys):
     (tmp_path / "r" / "x").mkdir(parents=True)
     (tmp_path / "r" / "x" / "plan.json").write_text(json.dumps({"layout": "diverse", "cells": []}))
     assert main(["table", "--results", str(tmp_path / "r"), "--format", "docx"]) == 2
-    assert "unknown table format 'docx'; allowed: csv, github, json, latex, markdown" in capsys.readouterr().err
+    assert "unknown table format 'docx'; allowed: csv, github, html, json, latex, markdown" in capsys.readouterr().err
 
 
 def test_a_setting_an_architecture_cannot_run_stops_before_training(tmp_path, suite, capsys):

@@ -37,6 +37,9 @@ from tekapbench.seeding import derive_seed, make_generator, seed_everything
 # RNG state is saved: every random source is reseeded from (seed, epoch) at the start of each epoch.
 CHECKPOINT_FORMAT = 1
 _PLAIN = (str, int, float, bool, type(None), torch.dtype, torch.device, torch.Size)
+# Called with each finished epoch's history entry, after its checkpoint is written. A callback object may
+# also have ``on_start(trainer)`` (before the first epoch to train, after a resume) and ``on_batch(epoch,
+# step, steps)`` (after each optimizer step; ``step`` counts from 1): progress bars, history files, trackers.
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
@@ -198,6 +201,9 @@ class Trainer:
     # -- loop --------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         recipe = self.job.recipe
+        for callback in self.job.callbacks:
+            if hasattr(callback, "on_start"):
+                callback.on_start(self)
         for epoch in range(self.start_epoch, recipe.epochs + 1):
             started = time.perf_counter()
             train_stats = self._train_epoch(epoch)
@@ -230,6 +236,8 @@ class Trainer:
         views = {name: (VIEWS.get(aug), make_generator(derive_seed(job.seed, name, epoch), device))
                  for name, aug in {**self.objective.views, **dict(job.recipe.views)}.items()
                  if name in self.objective.views}
+        on_batch = [c.on_batch for c in job.callbacks if hasattr(c, "on_batch")]
+        steps_per_epoch = len(self.train_loader)
         for step, batch in enumerate(batches):
             with self.precision.autocast(device):
                 student, teacher = self._forward(batch.images)
@@ -251,6 +259,8 @@ class Trainer:
                 sums[name] = sums.get(name, 0.0) + value.detach()
             correct += (student.logits.detach().argmax(1) == batch.labels).sum()
             seen += batch.labels.numel()
+            for callback in on_batch:
+                callback(epoch, step + 1, steps_per_epoch)
         steps = step + 1
         if not torch.isfinite(total):
             self._diverged(epoch, step, losses)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from tekapbench.engine.watch import read_history
 from tekapbench.results.claims import current_claim
 from tekapbench.results.store import ResultStore
 
@@ -45,7 +46,8 @@ def suite_status(plan: dict[str, Any], store: ResultStore,
             found[run_id] = status("done", f"top-1 {record['metrics']['test_acc_last']:.2f}%"
                                    if record and record["metrics"].get("test_acc_last") is not None else "")
         elif claim is not None and claim.is_live():
-            found[run_id] = status("running", claim.holder())
+            found[run_id] = status("running", "; ".join(x for x in (claim.holder(), progress(spec, store, run_id))
+                                                        if x))
         elif (where := queued(run_id)) and where[0] == "pending":  # queued again after an earlier failure
             found[run_id] = status("pending", where[1])
         elif failure is not None:
@@ -55,6 +57,33 @@ def suite_status(plan: dict[str, Any], store: ResultStore,
         else:
             partly = any((a / "checkpoint.pt").exists() for a in store.attempts(run_id))
             state, where = queued(run_id) or ("pending", "")
-            detail = "; ".join(x for x in (where, "resumes from its last checkpoint" if partly else "") if x)
+            resumes = f"resumes from its last checkpoint ({progress(spec, store, run_id, eta=False)})"
+            detail = "; ".join(x for x in (where, resumes if partly else "") if x)
             found[run_id] = status(state, detail)
     return list(found.values())
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    return f"{minutes}min" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}"
+
+
+def progress(spec: dict[str, Any], store: ResultStore, run_id: str, *, eta: bool = True) -> str:
+    """How far the run's latest attempt is, from its history.jsonl (files only: any host sharing the results
+    folder reads it): 'epoch 12/240, test 41.20%, about 3h05 left' (the time from the mean epoch so far)."""
+    attempts = store.attempts(run_id)
+    history = read_history(attempts[-1]) if attempts else []
+    total = (spec.get("recipe") or {}).get("epochs")
+    if not total:
+        return ""
+    if not history:
+        return f"epoch 0/{total}"
+    last = history[-1]
+    text = f"epoch {last['epoch']}/{total}, test {last['test_acc']:.2f}%"
+    left = total - last["epoch"]
+    if eta and left > 0:
+        mean = sum(e["seconds"] for e in history) / len(history)
+        text += f", about {_duration(left * mean)} left"
+    return text

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tekapbench.engine.watch import read_history
 from tekapbench.errors import UsageError
 from tekapbench.results.store import ResultStore
 from tekapbench.tables.base import LAYOUTS, Cell, Table, settle_marks, with_delta
@@ -20,6 +21,15 @@ class StoredResults:
 
     def record(self, run_id: str) -> dict | None:
         return self.store.latest_record(run_id)
+
+    def history(self, run_id: str) -> tuple[list[dict], bool]:
+        """The run's epochs and whether it is finished: the record's history, or for a run not finished
+        (training now, or interrupted) the epochs so far in its latest attempt's history.jsonl."""
+        record = self.record(run_id)
+        if record is not None and self.store.is_done(run_id):
+            return record.get("history") or [], True
+        attempts = self.store.attempts(run_id)
+        return (read_history(attempts[-1]) if attempts else []), False
 
     def accuracy(self, run_id: str) -> float | None:
         record = self.record(run_id)

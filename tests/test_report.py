@@ -264,3 +264,44 @@ def test_a_headless_chromium_loads_the_page_and_shows_the_tables(trained, report
     for row, record in records.items():
         assert cells[row, COLUMN] == f"{record['metrics']['test_acc_last']:.2f}", row
     assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
+
+
+def test_unfinished_failed_and_bare_runs_have_their_place(tmp_path):
+    """A hand-written folder (no training): a record with only metrics and an empty history, beside its history log and an
+    evaluation; a failed run; a pending one. Each gets its section, state and files; nothing breaks."""
+    from tekapbench.report import write_report
+
+    results = tmp_path / "results"
+    runs = {name: {"kind": "train", "dataset": "digits", "arch": "resnet8_tiny", "seed": 0, "teacher": None}
+            for name in ("done0", "failed0", "pending0")}
+    cells = [{"dataset": "digits", "teacher": "t", "student": "s", "row": row, "seed": 0, "run_id": run_id}
+             for row, run_id in (("Teacher", "done0"), ("KD <x>", "failed0"), ("Student", "pending0"))]
+    (results / "bare").mkdir(parents=True)
+    (results / "bare" / "plan.json").write_text(json.dumps(
+        {"suite": "bare", "layout": "diverse", "runs": runs, "cells": cells, "needs": {}}))
+    done = results / "bare" / "runs" / "done0" / "attempt-1"
+    (done / "evaluations").mkdir(parents=True)
+    (done / "record.json").write_text(json.dumps({"run_id": "done0", "metrics": {"test_acc_last": 12.345}, "history": []}))
+    (done / "history.jsonl").write_text('{"epoch": 1}\n')
+    (done / "evaluations" / "calibration-abc.json").write_text(json.dumps(
+        {"evaluation": "calibration", "version": 1, "settings": {}, "results": {"ece": 0.125}}))
+    (done / ".record.json.x.tmp").write_text("half")  # a write in progress: not listed
+    failed = results / "bare" / "runs" / "failed0" / "attempt-1"
+    failed.mkdir(parents=True)
+    (failed / "failure.json").write_text(json.dumps({"error": "RuntimeError: <boom> & out"}))
+
+    out = write_report(results, "bare")
+    assert out == results / "bare" / "report.html"
+    text = out.read_text(encoding="utf-8")
+    page = Page(text)
+    assert {"run-done0", "run-failed0", "run-pending0"} <= page.ids
+    assert page.cells()["Teacher", "t → s"] == "12.35" and page.cells()["Student", "t → s"] == "–"
+    assert '<span class="state failed">failed</span>' in text and "RuntimeError: &lt;boom&gt; &amp; out" in text
+    assert '<span class="state pending">pending</span>' in text
+    assert "&quot;ece&quot;: 0.125" in text  # the stored evaluation
+    links = {unquote(link) for link in page.links if not link.startswith("#")}
+    assert {"runs/done0/attempt-1/record.json", "runs/done0/attempt-1/history.jsonl",
+            "runs/done0/attempt-1/evaluations/calibration-abc.json", "runs/failed0/attempt-1/failure.json",
+            "plan.json"} <= links
+    assert not any(".tmp" in link for link in links)
+    assert not page.images and "No plots" in text

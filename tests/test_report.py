@@ -267,8 +267,9 @@ def test_a_headless_chromium_loads_the_page_and_shows_the_tables(trained, report
 
 
 def test_unfinished_failed_and_bare_runs_have_their_place(tmp_path):
-    """A hand-written folder (no training): a record with only metrics and an empty history, beside its history log and an
-    evaluation; a failed run; a pending one. Each gets its section, state and files; nothing breaks."""
+    """A hand-written folder (no training): a record with only metrics and an empty history, beside its
+    history log and an evaluation; a failed run; a pending one. Each gets its section, state and files;
+    nothing breaks."""
     from tekapbench.report import write_report
 
     results = tmp_path / "results"
@@ -281,7 +282,8 @@ def test_unfinished_failed_and_bare_runs_have_their_place(tmp_path):
         {"suite": "bare", "layout": "diverse", "runs": runs, "cells": cells, "needs": {}}))
     done = results / "bare" / "runs" / "done0" / "attempt-1"
     (done / "evaluations").mkdir(parents=True)
-    (done / "record.json").write_text(json.dumps({"run_id": "done0", "metrics": {"test_acc_last": 12.345}, "history": []}))
+    record = {"run_id": "done0", "metrics": {"test_acc_last": 12.345}, "history": []}
+    (done / "record.json").write_text(json.dumps(record))
     (done / "history.jsonl").write_text('{"epoch": 1}\n')
     (done / "evaluations" / "calibration-abc.json").write_text(json.dumps(
         {"evaluation": "calibration", "version": 1, "settings": {}, "results": {"ece": 0.125}}))

@@ -38,8 +38,9 @@ STYLE = """
 * { box-sizing: border-box; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink);
        margin: 0 auto; padding: 1.5rem 2rem 4rem; max-width: 1200px; }
-h1 { font-size: 1.6rem; margin: 0 0 .3rem; } h4 { font-size: .95rem; margin: .7rem 0 .3rem; } h2 { font-size: 1.25rem; margin: 2.2rem 0 .6rem;
-     border-bottom: 1px solid var(--line); padding-bottom: .25rem; } h3 { font-size: 1.05rem; margin: 0 0 .4rem; }
+h1 { font-size: 1.6rem; margin: 0 0 .3rem; } h4 { font-size: .95rem; margin: .7rem 0 .3rem; }
+h2 { font-size: 1.25rem; margin: 2.2rem 0 .6rem; border-bottom: 1px solid var(--line); padding-bottom: .25rem; }
+h3 { font-size: 1.05rem; margin: 0 0 .4rem; }
 a { color: var(--accent); } code, pre { font: 12.5px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 pre { background: var(--soft); border: 1px solid var(--line); padding: .6rem; overflow: auto; max-height: 28rem; }
 .meta { color: var(--dim); margin: 0 0 1rem; } .meta code { color: var(--ink); }
@@ -55,8 +56,10 @@ img.plot { max-width: 100%; height: auto; border: 1px solid var(--line); }
 section.run { border: 1px solid var(--line); border-radius: 6px; padding: .8rem 1rem; margin: 0 0 1rem; }
 .state { display: inline-block; padding: 0 .45rem; border-radius: 1rem; font-size: 12px; font-weight: 600;
          background: var(--soft); border: 1px solid var(--line); }
-.state.done { background: #dafbe1; border-color: #4ac26b; } .state.failed { background: #ffebe9; border-color: #ff8182; }
-.state.running { background: #ddf4ff; border-color: #54aeff; } .state.skipped { background: #fff8c5; border-color: #d4a72c; }
+.state.done { background: #dafbe1; border-color: #4ac26b; }
+.state.failed { background: #ffebe9; border-color: #ff8182; }
+.state.running { background: #ddf4ff; border-color: #54aeff; }
+.state.skipped { background: #fff8c5; border-color: #d4a72c; }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr)); gap: .2rem 1.5rem; }
 details { margin: .3rem 0; } summary { cursor: pointer; color: var(--accent); }
 ul.files { margin: .2rem 0; padding-left: 1.2rem; } .size { color: var(--dim); }
@@ -114,14 +117,16 @@ def build_report(results_root: Path, suite: str, *, out: Path, metric: str = "la
     parts.append(
         '<p class="meta">'
         f"suite file <code>{escape(str(plan.get('source', '')))}</code> · "
-        f"results <code>{escape(str(results_root))}</code> (<a href=\"{link(store.dir / 'plan.json')}\">plan.json</a>) · "
+        f"results <code>{escape(str(results_root))}</code> "
+        f"(<a href=\"{link(store.dir / 'plan.json')}\">plan.json</a>) · "
         f"layouts {escape(', '.join(plan_layouts(plan)))} · metric {escape(results.metric_label)} · "
         f"{len(statuses)} runs: {escape(', '.join(f'{n} {s}' for s, n in counts.items()))} · "
         f"written {generated} by tekapbench {escape(__version__)}</p>")
     plots = _plots(cells, results)
     parts.append("<nav><ul>" + "".join(
         f'<li><a href="#{anchor}">{escape(text)}</a></li>' for anchor, text in
-        [("tables", f"Tables ({len(tables)})"), ("plots", f"Plots ({len(plots)})"), ("runs", f"Runs ({len(statuses)})")])
+        [("tables", f"Tables ({len(tables)})"), ("plots", f"Plots ({len(plots)})"),
+         ("runs", f"Runs ({len(statuses)})")])
         + "</ul></nav>")
 
     parts.append('<h2 id="tables">Tables</h2>')

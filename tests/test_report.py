@@ -174,6 +174,9 @@ def test_each_run_has_its_settings_provenance_and_links_to_its_files(trained, re
     for record in records.values():
         attempt = results / "reportsuite" / "runs" / record["run_id"] / record["attempt"]
         assert {(attempt / "record.json").resolve(), (attempt / "model.pt").resolve()} <= targets
+        # and whatever else the run keeps there (its history and log, its checkpoint), hidden files aside
+        kept = {p.resolve() for p in attempt.rglob("*") if p.is_file() and not p.name.startswith(".")}
+        assert kept <= targets, sorted(kept - targets)
     assert (results / "reportsuite" / "plan.json").resolve() in targets
     # the KD row's resolved method (its temperature) and its teacher, as a link within the page
     kd = records["KD"]

@@ -16,10 +16,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tekapbench.engine.runner import SuiteRunner, pick_device
     from tekapbench.errors import UsageError
     from tekapbench.execution import EXECUTORS, Request
-    from tekapbench.progress import Progress
+    from tekapbench.progress import Progress, configure_logging
     from tekapbench.suite.plan import plan_suite
 
     from tekapbench.suite.schema import MAX_THREADS
+
+    import logging
+
+    configure_logging(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
 
     for name in ("threads", "workers"):
         value = getattr(args, name)
@@ -31,6 +35,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     plan = plan_suite(args.suite)
     for note in plan.notes:
         print(f"note: {plan.source}: {note}", file=sys.stderr)
+    if args.tracker:  # over the suite's [tracking] trackers; `--tracker none`: no tracker
+        from tekapbench.trackers import TRACKERS
+
+        plan.trackers = [name for name in args.tracker if name != "none"]
+        for name in plan.trackers:
+            TRACKERS.get(name)
+    if plan.trackers:
+        from tekapbench.trackers import check_trackers
+
+        check_trackers(plan.trackers)  # a chosen tracker that is not installed: an error before anything runs
     slurm = {**plan.slurm, **_key_values(args.slurm, "--slurm")}
     if args.executor == "slurm":
         _check_slurm_settings(slurm)
@@ -251,6 +265,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from tekapbench.plots import PLOTS
     from tekapbench.models import MODELS, create_model
     from tekapbench.tables import FORMATS, LAYOUTS
+    from tekapbench.trackers import TRACKERS
 
     def about(kind: str, name: str) -> str:
         if kind == "models":
@@ -266,7 +281,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     registries = {"models": MODELS, "datasets": DATASETS, "methods": METHODS, "evaluations": EVALUATIONS,
                   "layouts": LAYOUTS, "formats": FORMATS, "plots": PLOTS, "executors": EXECUTORS,
-                  "optimizers": OPTIMIZERS, "schedules": SCHEDULES, "views": VIEWS}
+                  "optimizers": OPTIMIZERS, "schedules": SCHEDULES, "views": VIEWS, "trackers": TRACKERS}
     assert list(registries) == list(LIST_KINDS), "keep LIST_KINDS (the choices of `list`) in step"
     for kind in [args.kind] if args.kind else registries:
         print(f"{kind}:")
@@ -280,7 +295,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 LIST_KINDS = ("models", "datasets", "methods", "evaluations", "layouts", "formats", "plots", "executors",
-              "optimizers", "schedules", "views")
+              "optimizers", "schedules", "views", "trackers")
 
 # Descriptions and examples of `tekapbench COMMAND --help` (argparse keeps their line breaks).
 MAIN_EPILOG = """\
@@ -468,9 +483,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, cuda, cuda:1, ...")
     run.add_argument("--threads", type=int, help="torch threads on a CPU (default: the suite's cpu_threads, else "
                                                  "one per core); recorded with every result")
-    run.add_argument("--quiet", action="store_true", help="no progress and no table")
+    loudness = run.add_mutually_exclusive_group()
+    loudness.add_argument("--quiet", "-q", action="store_true", help="no progress and no table: warnings only")
+    loudness.add_argument("--verbose", "-v", action="store_true", help="debug messages too")
     run.add_argument("--executor", default="local",
                      help="local (default: this machine, one worker per visible GPU) or slurm (submitit)")
+    run.add_argument("--tracker", action="append", default=[], metavar="NAME",
+                     help="feed this tracker instead of the suite's [tracking] trackers: tensorboard, wandb, mlflow "
+                          "(`tekapbench list trackers`); repeatable; --tracker none for none")
     run.add_argument("--workers", type=int, help="local: worker processes (default: one per visible GPU, else 1)")
     run.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
                      help="slurm: override the suite's [slurm] settings, e.g. partition=gpu time_min=600 "

@@ -165,7 +165,7 @@ def test_values_of_the_wrong_type_are_not_converted(tmp_path, edit, key):
 
 def test_an_unknown_key_lists_the_allowed_ones(tmp_path):
     found = problems(tmp_path, BASE.replace("[recipe]", "[recpie]"))
-    assert found["recpie"] == "unknown key; allowed: suite, data, recipe, teacher_recipe, pairs, methods, checkpoints, evaluations, slurm"
+    assert found["recpie"] == "unknown key; allowed: suite, data, recipe, teacher_recipe, pairs, methods, checkpoints, evaluations, slurm, tracking"
 
 
 def test_missing_teacher_checkpoint_and_bad_toml(tmp_path):

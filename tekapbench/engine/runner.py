@@ -13,12 +13,14 @@ import torch
 
 from tekapbench.data.base import DATASETS, DataOptions, Splits, load_dataset
 from tekapbench.engine.recipe import Recipe, resolve_recipe
-from tekapbench.errors import ClaimLostError, DataNotFoundError, TekapbenchError, UsageError
+from tekapbench.errors import ClaimLostError, DataNotFoundError, Interrupted, TekapbenchError, UsageError
 from tekapbench.evaluations import EVALUATIONS, EvalContext, Skip
 from tekapbench.results.claims import Claim, current_claim, slurm_job, try_claim
 from tekapbench.engine.trainer import Precision, Trainer, TrainJob, evaluate
+from tekapbench.engine.watch import HistoryFile, RunLog
+from tekapbench.trackers import TRACKERS, TrackerCallback, check_trackers, hparams_of
 from tekapbench.models.base import create_model, load_weights
-from tekapbench.progress import Progress
+from tekapbench.progress import Progress, log
 from tekapbench.results.provenance import provenance, sha256_file
 from tekapbench.results.store import ResultStore
 from tekapbench.suite.plan import EvaluationSpec, RunSpec, SuitePlan
@@ -74,6 +76,7 @@ class SuiteRunner:
         self.only = None if only is None else set(only)  # a Slurm task works on its own run only
         self.progress = progress or Progress(quiet=True)
         self._datasets: dict[str, Splits] = {}
+        self._tracker_noted = False
         self._data_info: dict[str, dict[str, Any]] = {}
 
     def pending(self) -> list[str]:
@@ -135,9 +138,27 @@ class SuiteRunner:
         for name in dict.fromkeys(needed):
             self.dataset(name)
 
+    def trackers(self) -> list[str]:
+        """The trackers each run feeds: the suite's (or --tracker's), each checked to be installed; by
+        default tensorboard, when it is installed (else a note)."""
+        if self.plan.trackers is not None:
+            check_trackers(self.plan.trackers)
+            return list(self.plan.trackers)
+        try:
+            check_trackers(["tensorboard"])
+        except UsageError:
+            if not self._tracker_noted:
+                self._tracker_noted = True
+                self.progress.note("tensorboard is not installed: no TensorBoard event files (pip install "
+                                   "tensorboard; [tracking] trackers = [] in the suite silences this)")
+            return []
+        return ["tensorboard"]
+
     def _run(self) -> list[str]:
         todo = self.pending()
         evaluations = self.pending_evaluations(set(todo))
+        if todo:
+            self.trackers()  # a chosen tracker that is not installed stops the suite before anything trains
         self.check_data(todo, evaluations)
         dropped = self.store.save_plan(self.plan.to_dict())
         if dropped:
@@ -146,7 +167,10 @@ class SuiteRunner:
                                f"({rows}) are no longer in its tables (their records stay under runs/)")
         self.progress.suite(self.plan.name, len(self.plan.runs), len(todo), forced=self.force)
         self._train_total, self._eval_total, self._eval_index = len(todo), len(evaluations), 0
-        outcome = self.work([r for r in self.plan.runs if r in todo or r in evaluations], train=set(todo))
+        try:
+            outcome = self.work([r for r in self.plan.runs if r in todo or r in evaluations], train=set(todo))
+        finally:
+            self.progress.close()
         problems = []
         if outcome.failed:
             problems.append(f"{len(outcome.failed)} run(s) failed: " + "; ".join(
@@ -236,7 +260,7 @@ class SuiteRunner:
                     error = f"{type(exc).__name__}: {exc}"
                     self.store.write_failure(run_id, {"error": error, "traceback": traceback.format_exc(limit=-8),
                                                       "at": _now(), **claim.info.to_dict()})
-                    self.progress.note(f"{self._label(run_id)} failed: {error}")
+                    self.progress.warning(f"{self._label(run_id)} failed: {error}")
                     outcome.failed[run_id] = error
                     return "failed"
                 outcome.trained.append(run_id)
@@ -289,10 +313,10 @@ class SuiteRunner:
             except Skip as reason:
                 results = {"skipped": str(reason)}
             except DataNotFoundError as exc:  # e.g. CIFAR-100-C absent: the other evaluations still run
-                self.progress.note(f"{evaluation.name} of {label} not computed: {exc}")
+                self.progress.warning(f"{evaluation.name} of {label} not computed: {exc}")
                 continue
             except Exception as exc:  # noqa: BLE001 - one failing evaluation must not cost the others
-                self.progress.note(f"{evaluation.name} of {label} failed: {type(exc).__name__}: {exc}")
+                self.progress.warning(f"{evaluation.name} of {label} failed: {type(exc).__name__}: {exc}")
                 failed.append(f"{evaluation.name} of {label}")
                 continue
             seconds = time.perf_counter() - started
@@ -325,9 +349,21 @@ class SuiteRunner:
         return models, infos
 
     def execute(self, run_id: str, index: int = 1, total: int = 1, claim: Claim | None = None) -> dict[str, Any]:
+        attempt = self.store.attempt_for(run_id, force=True)  # called only for a run that needs training
+        with RunLog(attempt):  # the run's messages also into its run.log (appended to on resume)
+            log.debug(f"run {run_id}: {attempt}")
+            try:
+                return self._execute(run_id, attempt, index, total, claim)
+            except Exception as exc:
+                log.error(f"run {run_id} stopped: {type(exc).__name__}: {exc}")
+                raise
+            except (KeyboardInterrupt, Interrupted):
+                log.warning(f"run {run_id} interrupted: it resumes from its last epoch checkpoint")
+                raise
+
+    def _execute(self, run_id: str, attempt: Path, index: int, total: int, claim: Claim | None) -> dict[str, Any]:
         spec = self.plan.runs[run_id]
         data = self.dataset(spec.dataset)
-        attempt = self.store.attempt_for(run_id, force=True)  # called only for a run that needs training
         started_at, started = _now(), time.perf_counter()
         label = self._label(run_id)
         teacher_info = None
@@ -351,14 +387,26 @@ class SuiteRunner:
             teacher_info = infos[0] if len(infos) == 1 else ({"teachers": infos} if infos else None)
             fingerprint = (infos[0]["sha256"] if len(infos) == 1 else
                            hashlib.sha256("".join(i["sha256"] for i in infos).encode()).hexdigest() if infos else None)
+            # history.jsonl first: what `status` and the curves read is on disk before anything else runs
+            tracking = TrackerCallback(
+                [TRACKERS.get(name)(self.store.dir) for name in self.trackers()],
+                {"run_id": run_id, "label": label, "suite": self.plan.name, "attempt": attempt.name,
+                 "epochs": spec.recipe.epochs},
+                hparams_of({"label": label, "rows": self._role(run_id), **spec.to_dict()}))
             job = TrainJob(run_id=run_id, arch=spec.arch, recipe=spec.recipe, seed=spec.seed, method=spec.method,
                            data=data, workdir=attempt, device=self.device, teachers=teachers,
                            teacher_sha256=fingerprint,
-                           callbacks=[self.progress.epoch, *([claim.check] if claim else [])])
+                           callbacks=[HistoryFile(attempt), self.progress, tracking,
+                                      *([claim.check] if claim else [])])
             trainer = Trainer(job)
             resumed_epoch = trainer.start_epoch - 1 if trainer.try_resume() else 0
             self.progress.run_started(index, total, label, spec.recipe.epochs, resumed_epoch)
-            metrics = trainer.fit()
+            status = "failed"
+            try:
+                metrics = trainer.fit()
+                status = "success"
+            finally:
+                tracking.finish(status)  # event files flushed and closed however training ended
             history = trainer.history
         seconds = time.perf_counter() - started
         record = {

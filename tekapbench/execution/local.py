@@ -65,6 +65,8 @@ def run_local(request: Request) -> None:
                "--device", "cuda" if slots[0]["CUDA_VISIBLE_DEVICES"] else "cpu"]
     if request.force_before:
         command += ["--force-before", request.force_before]
+    if request.plan.trackers is not None:  # the suite's, or those of --tracker: the workers feed the same
+        command += [arg for name in request.plan.trackers or ["none"] for arg in ("--tracker", name)]
     for spec, _ in loaded_plugins():  # the workers load what this process loaded (a suite's own load again)
         command += ["--plugin", spec]
     if not request.quiet:

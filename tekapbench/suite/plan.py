@@ -110,6 +110,7 @@ class SuitePlan:
     evaluations: list[EvaluationSpec] = field(default_factory=list)
     cpu_threads: int | None = None
     slurm: dict[str, Any] = field(default_factory=dict)  # the suite's [slurm] section, validated
+    trackers: list[str] | None = None  # [tracking] trackers (or --tracker); None: tensorboard when installed
 
     def add_run(self, spec: RunSpec) -> str:
         run_id = spec.run_id
@@ -373,6 +374,7 @@ class _Planner:
         plan = SuitePlan(name=suite.suite.name, source=self.source, layout=suite.suite.layout,
                          description=suite.suite.description, download=suite.data.download,
                          cpu_threads=suite.suite.cpu_threads, slurm=suite.slurm.model_dump(),
+                         trackers=None if suite.tracking.trackers is None else list(suite.tracking.trackers),
                          data_root=suite.data.root, data_workers=suite.data.workers,
                          evaluations=[EvaluationSpec(e.name, e.settings.model_dump(mode="json"))
                                       for e in suite.evaluations])

@@ -25,6 +25,7 @@ from tekapbench.modifiers.tekap import TeKAPSettings
 from tekapbench.plugins import PluginError, load_plugin
 from tekapbench.registry import Registry, UnknownNameError
 from tekapbench.tables.layouts import LAYOUTS
+from tekapbench.trackers import TRACKERS
 
 
 # torch threads: a C int underneath (2**31 overflows it) and a thread pool (a million threads crash the
@@ -56,6 +57,7 @@ EvaluationName = Annotated[str, _registered(EVALUATIONS)]
 OptimizerName = Annotated[str, _registered(OPTIMIZERS)]
 ScheduleName = Annotated[str, _registered(SCHEDULES)]
 ViewName = Annotated[str, _registered(VIEWS)]
+TrackerName = Annotated[str, _registered(TRACKERS)]
 
 
 def _sha256(value: str) -> str:
@@ -298,6 +300,13 @@ class SlurmSection(Strict):
     device: str = Field("auto", description="device inside a job: auto (the job's GPU, else CPU), cpu, cuda")
 
 
+class TrackingSection(Strict):
+    """Where each run's per-epoch numbers and settings go besides history.jsonl (`tekapbench list trackers`)."""
+
+    trackers: list[TrackerName] | None = Field(
+        None, description="e.g. ['tensorboard', 'mlflow']; default: tensorboard when it is installed; [] for none")
+
+
 class SuiteFile(Strict):
     suite: SuiteInfo
     data: DataSection = Field(default_factory=DataSection)
@@ -311,6 +320,7 @@ class SuiteFile(Strict):
     evaluations: list[EvaluationSection] = Field(
         default_factory=list, description="scored on every trained model, beside the built-in test accuracy")
     slurm: SlurmSection = Field(default_factory=SlurmSection, description="resources for --executor slurm")
+    tracking: TrackingSection = Field(default_factory=TrackingSection, description="experiment trackers")
 
     @model_validator(mode="after")
     def _distinct_labels(self) -> "SuiteFile":

@@ -327,6 +327,7 @@ examples:
   tekapbench run suites/diverse.toml --workers 3     # three local worker processes
   tekapbench run suites/diverse.toml --device cuda:1
   tekapbench run suites/smoke.toml --force --quiet   # train finished runs again, into new attempts
+  tekapbench run suites/smoke.toml --tracker tensorboard --tracker mlflow   # instead of [tracking] trackers
   tekapbench run suites/diverse.toml --executor slurm --slurm partition=gpu --slurm time_min=720
   tekapbench run suites/diverse.toml --executor slurm --detach   # submit and return; see `status`
 
@@ -336,8 +337,9 @@ SIGTERM (finished runs are kept: run the same command again to resume).
 """
 
 STATUS_DESCRIPTION = """\
-Where each run of a suite stands: done (with its top-1), running (host, pid, Slurm job), pending
-(its Slurm queue state; whether it resumes from a checkpoint), failed (the error, or the log of a
+Where each run of a suite stands: done (with its top-1), running (host, pid, Slurm job; epoch k/N,
+its last test top-1 and the time left, from the run's history.jsonl), pending (its Slurm queue state;
+whether it resumes from a checkpoint, and from which epoch), failed (the error, or the log of a
 Slurm job that ended without a record) or skipped (the run it needed). Reads the results folder, and
 squeue for submitted runs; starts nothing."""
 

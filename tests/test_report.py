@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import os
 import shutil
 import subprocess
 import textwrap
@@ -267,6 +268,10 @@ def test_a_headless_chromium_loads_the_page_and_shows_the_tables(trained, report
     for row, record in records.items():
         assert cells[row, COLUMN] == f"{record['metrics']['test_acc_last']:.2f}", row
     assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
+    # the screenshot kept as the test's artefact (.artifacts/, or $TEKAPBENCH_TEST_ARTIFACTS): what the page looked like
+    artifacts = Path(os.environ.get("TEKAPBENCH_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / ".artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(screenshot, artifacts / "report-chromium.png")
 
 
 def test_unfinished_failed_and_bare_runs_have_their_place(tmp_path):

@@ -3,10 +3,13 @@ across a resume), progress bars on a terminal and one line per epoch elsewhere."
 import json
 import os
 import pty
+import re
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -155,3 +158,47 @@ def test_status_and_curves_show_a_run_while_it_trains(tmp_path, monkeypatch, cap
     assert main(["status", str(suite), "--results", str(results)]) == 0
     pending = next(line for line in capsys.readouterr().out.splitlines() if " pending " in line)
     assert "resumes from its last checkpoint (epoch 1/3" in pending
+
+
+@pytest.mark.slow
+def test_a_run_killed_in_another_process_shows_its_epochs_and_resumes_each_epoch_once(tmp_path, capsys):
+    """The suite trains in another process: `status` here shows its epoch k/N; SIGKILL (no handler runs, a
+    line or a checkpoint may be half-written), then a resume: history, log and event files hold each
+    epoch exactly once, equal to the record."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    epochs = 16  # about 1.5 s each on 2 cores; `status` and the kill take a few
+    suite, results = write_suite(tmp_path, epochs=epochs), tmp_path / "results"
+    process = _tekapbench([str(suite), "--results", str(results), "--quiet"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not [h for h in results.glob("watch/runs/*/attempt-*/history.jsonl") if read_history(h.parent)]:
+            assert process.poll() is None and time.monotonic() < deadline, "the run ended before its first epoch"
+            time.sleep(0.02)
+        capsys.readouterr()
+        assert main(["status", str(suite), "--results", str(results)]) == 0
+        running = next(line for line in capsys.readouterr().out.splitlines() if " running " in line)
+        assert re.search(rf"epoch [1-9]/{epochs}, test \d+\.\d\d%, about .* left", running), running
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    attempt = attempt_of(results)
+    assert not (attempt / "record.json").exists(), "the run finished before it was killed: make it longer"
+    killed_after = len(read_history(attempt))
+    assert main(["run", str(suite), "--results", str(results), "--quiet"]) == 0
+
+    record = json.loads((attempt / "record.json").read_text())
+    assert [e["epoch"] for e in record["history"]] == list(range(1, epochs + 1))
+    assert record["provenance"]["resumed_after_epoch"] in (killed_after, killed_after + 1)
+    assert [json.loads(line) for line in (attempt / "history.jsonl").read_text().splitlines()] == record["history"]
+    log = (attempt / "run.log").read_text()
+    for epoch in range(1, epochs + 1):
+        assert log.count(f"epoch {epoch}/{epochs}:") == 1, log
+    (events,) = results.glob(f"watch/tensorboard/*_{record['run_id']}/{attempt.name}")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    assert [(e.step, pytest.approx(e.value, abs=1e-4)) for e in accumulator.Scalars("accuracy/test")] == \
+        [(e["epoch"], e["test_acc"]) for e in record["history"]]

@@ -28,7 +28,8 @@ def training_curves(cells, results) -> dict:
             x = [histories[0][i]["epoch"] for i in range(epochs)]
             for ax, key in ((loss_ax, "train_loss"), (acc_ax, "test_acc")):
                 ax.plot(x, [statistics.fmean(h[i][key] for h in histories) for i in range(epochs)],
-                        label=f"{row} (unfinished)" if running else row, linestyle="--" if running else "-")
+                        label=f"{row} (unfinished)" if running else row, linestyle="--" if running else "-",
+                        marker="o" if epochs < 10 else None)  # a line of one epoch is not drawn; a dot is
             drawn = True
         if drawn:
             loss_ax.set(xlabel="epoch", ylabel="train loss (weighted sum of terms)", yscale="log")

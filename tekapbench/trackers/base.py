@@ -11,8 +11,9 @@ from tekapbench.registry import Registry
 
 class Tracker:
     """One run's stream of numbers to one tracking tool. Made by ``Tracker(store_dir)`` (the suite's results
-    folder), then ``start`` once (also when the run resumes: ``run_info['start_epoch'] > 1``), ``log_epoch``
-    after every finished epoch, ``finish`` at the end (also when training stopped)."""
+    folder), then ``start`` once (also when the run resumes: ``run_info['start_epoch'] > 1``), on a resume
+    ``catch_up`` with the epochs the checkpoint holds, ``log_epoch`` after every finished epoch, ``finish``
+    at the end (also when training stopped)."""
 
     package: str | None = None  # the module it imports: checked before anything trains
     install: str = ""  # how to get it
@@ -25,6 +26,13 @@ class Tracker:
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         raise NotImplementedError
+
+    def catch_up(self, history: list[dict[str, Any]]) -> None:
+        """On a resume, the epochs the checkpoint holds. A tracker is fed after each epoch's checkpoint is
+        written, so a process killed in between kept epoch k without logging it: log what is missing, each
+        epoch once. This default suits a tracker that starts afresh on every resume."""
+        for entry in history:
+            self.log_epoch(entry["epoch"], metrics_of(entry))
 
     def finish(self, status: str = "success") -> None:
         pass
@@ -82,6 +90,8 @@ class TrackerCallback:
         info = {**self.run_info, "start_epoch": trainer.start_epoch}
         for tracker in self.trackers:
             tracker.start(info, self.hparams)
+            if trainer.history:
+                tracker.catch_up(trainer.history)
         self.started = True
 
     def __call__(self, entry: dict[str, Any]) -> None:

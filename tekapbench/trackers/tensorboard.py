@@ -1,7 +1,8 @@
 """TensorBoard event files: results/<suite>/tensorboard/<run label>_<run id>/<attempt>/, so that
 ``tensorboard --logdir results/<suite>`` shows a suite's runs side by side. Scalars per epoch (each loss
-term, lr, accuracies, seconds) and the run's settings in the HPARAMS tab. A resumed run purges the steps
-from its resume epoch on, so no epoch is there twice."""
+term, lr, accuracies, seconds) and the run's settings in the HPARAMS tab. A resumed run purges every step
+written before and writes the checkpoint's epochs again: each epoch is there once, also one the killed
+process had kept in its checkpoint but not yet logged."""
 from __future__ import annotations
 
 import re
@@ -29,9 +30,9 @@ class TensorBoardTracker(Tracker):
 
         self.log_dir = (self.suite_dir / FOLDER / run_folder_name(run_info["label"], run_info["run_id"])
                         / run_info["attempt"])
-        start = run_info.get("start_epoch", 1)
-        # purge_step: events of steps >= the resume epoch, written before the interruption, are dropped
-        self.writer = SummaryWriter(str(self.log_dir), purge_step=start if start > 1 else None)
+        resumed = run_info.get("start_epoch", 1) > 1
+        # purge_step 1: TensorBoard's reader drops the events of steps >= 1 of the earlier event files
+        self.writer = SummaryWriter(str(self.log_dir), purge_step=1 if resumed else None)
         example = {"epoch": 0, "lr": 0.0, "train_loss": 0.0, "train_acc": 0.0, "test_acc": 0.0, "test_top5": 0.0,
                    "test_nll": 0.0, "seconds": 0.0}
         experiment, session_start, self._session_end = hparams_summary(

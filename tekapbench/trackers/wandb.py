@@ -12,7 +12,7 @@ class WandbTracker(Tracker):
     """Weights & Biases runs, project = suite (optional: pip install wandb)"""
 
     package = "wandb"
-    install = "pip install wandb (or pip install 'tekapbench[trackers]')"
+    install = "pip install wandb"
 
     def start(self, run_info: dict[str, Any], hparams: dict[str, Any]) -> None:
         import wandb
@@ -24,6 +24,10 @@ class WandbTracker(Tracker):
         self.run = wandb.init(project=run_info["suite"], name=run_info["label"], dir=str(folder),
                               id=f"{run_info['run_id']}-{run_info['attempt']}", resume="allow",
                               config=hparams)
+
+    def catch_up(self, history: list[dict[str, Any]]) -> None:
+        # wandb drops steps below the run's current one (those a resumed online run already holds)
+        super().catch_up([entry for entry in history if entry["epoch"] >= self.run.step])
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         self.run.log(metrics, step=epoch)

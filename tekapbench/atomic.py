@@ -63,4 +63,7 @@ def save_torch(target: Path, obj: Any) -> None:
     import torch  # here, not at the top: reading results (tables, status, check) needs no torch
 
     with atomic_path(target) as tmp:
-        torch.save(obj, tmp)
+        # through an open file, not the path: torch.save names the archive's root folder after the file,
+        # and the temporary name would make the same weights differ in their bytes (and sha256) every time
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)

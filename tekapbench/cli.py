@@ -68,7 +68,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     executor(Request(suite_path=Path(args.suite), plan=plan, results_root=Path(args.results), device=args.device,
                      force=args.force, threads=args.threads, quiet=args.quiet,
                      workers=1 if args.worker else args.workers, detach=args.detach, slurm=slurm,
-                     force_before=args.force_before))
+                     force_before=args.force_before, cohorts=args.cohorts))
     if not args.quiet and not args.worker and not args.detach:
         from tekapbench.tables.build import suite_tables
         from tekapbench.tables.formats import FORMATS
@@ -498,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="slurm: override the suite's [slurm] settings, e.g. partition=gpu time_min=600 "
                           "gpus_per_task=1 'sbatch={account=\"lab\"}' (repeatable)")
     run.add_argument("--detach", action="store_true", help="slurm: return once submitted (see `tekapbench status`)")
+    run.add_argument("--no-cohorts", dest="cohorts", action="store_false",
+                     help="train every run alone; by default students that share teachers, dataset, seed and "
+                          "epochs train as one cohort, one teacher forward per batch for all (same records)")
     run.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a local executor's worker
     run.add_argument("--force-before", help=argparse.SUPPRESS)  # the moment --force means, shared with workers
     run.set_defaults(func=_cmd_run)

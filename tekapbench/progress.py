@@ -138,14 +138,28 @@ class Progress:
             self.close()
             self._suite_bar = self._bar(total=todo, desc=f"suite {name}", unit="run", position=0)
 
-    def run_started(self, index: int, total: int, label: str, epochs: int, resumed_epoch: int) -> None:
+    def _start(self, prefix: str, epochs: int) -> None:
         self._close(self._run_bar)
         self._run_bar = None
-        self._prefix = f"[{index}/{total}] {label}"
-        self._epochs = epochs
-        self._epoch_seconds = []
+        self._prefix, self._epochs, self._epoch_seconds = prefix, epochs, []
+
+    def run_started(self, index: int, total: int, label: str, epochs: int, resumed_epoch: int) -> None:
+        self._start(f"[{index}/{total}] {label}", epochs)
         resumed = f" (resuming after epoch {resumed_epoch})" if resumed_epoch else ""
         log.info(f"{self._prefix}{resumed}")
+
+    def cohort_started(self, indices: list[int], total: int, labels: list[str], epochs: int,
+                       resumed_epoch: int) -> None:
+        """Runs trained as one cohort (engine/cohort.py): one bar for all, one epoch line per member."""
+        first, last = min(indices), max(indices)
+        self._start(f"[{first}-{last}/{total}] cohort of {len(labels)}" if last > first
+                    else f"[{first}/{total}] cohort of 1", epochs)
+        resumed = f", resuming after epoch {resumed_epoch}" if resumed_epoch else ""
+        log.info(f"{self._prefix} (one teacher forward per batch for all{resumed}): " + "; ".join(labels))
+
+    def member(self, label: str) -> "MemberProgress":
+        """The epoch callback of one member of a cohort: its epoch lines under its own label."""
+        return MemberProgress(self, label)
 
     # trainer callback hooks (engine/trainer.py)
     def on_start(self, trainer) -> None:
@@ -166,20 +180,21 @@ class Progress:
     def __call__(self, entry: dict[str, Any]) -> None:
         self.epoch(entry)
 
-    def epoch(self, entry: dict[str, Any]) -> None:
+    def epoch(self, entry: dict[str, Any], label: str | None = None) -> None:
+        prefix = label or self._prefix
         self._epoch_seconds.append(entry["seconds"])
         left = (self._epochs - entry["epoch"]) * sum(self._epoch_seconds) / len(self._epoch_seconds)
         if self._run_bar is not None:
             self._run_bar.set_postfix(loss=f"{entry['train_loss']:.4f}", test=f"{entry['test_acc']:.2f}%")
-        log.info(f"{self._prefix} epoch {entry['epoch']}/{self._epochs}: loss {entry['train_loss']:.4f}, "
+        log.info(f"{prefix} epoch {entry['epoch']}/{self._epochs}: loss {entry['train_loss']:.4f}, "
                  f"train {entry['train_acc']:.2f}%, test {entry['test_acc']:.2f}%, {entry['seconds']:.1f}s"
                  + (f", about {_duration(left)} left" if entry["epoch"] < self._epochs else ""),
                  extra={"epoch_line": True})
 
-    def run_finished(self, metrics: dict[str, Any], seconds: float) -> None:
+    def run_finished(self, metrics: dict[str, Any], seconds: float, label: str | None = None) -> None:
         self._close(self._run_bar)
         self._run_bar = None
-        log.info(f"{self._prefix}: top-1 {metrics['test_acc_last']:.2f}% "
+        log.info(f"{label or self._prefix}: top-1 {metrics['test_acc_last']:.2f}% "
                  f"(best {metrics['test_acc_best']:.2f}%) in {seconds:.0f}s")
         if self._suite_bar is not None:
             self._suite_bar.update(1)
@@ -190,3 +205,13 @@ class Progress:
                   skipped: bool = False) -> None:
         done = "skipped (does not apply)" if skipped else f"in {seconds:.0f}s"
         log.info(f"[eval {index}/{total}] {label}: {evaluation} {done}")
+
+
+class MemberProgress:
+    """A cohort member's epoch callback: its lines go through the cohort's Progress under its label."""
+
+    def __init__(self, progress: Progress, label: str):
+        self.progress, self.label = progress, label
+
+    def __call__(self, entry: dict[str, Any]) -> None:
+        self.progress.epoch(entry, label=self.label)

@@ -77,20 +77,21 @@ def test_run_writes_records_and_prints_the_table(tmp_path, suite, capsys):
 
 def test_an_interrupted_suite_picks_up_where_it_stopped(tmp_path, suite, monkeypatch, capsys):
     results = tmp_path / "results"
-    real_fit = trainer_module.Trainer.fit
-    calls = {"n": 0}
+    real_begin = trainer_module.Trainer.begin_epoch
+    started: list[str] = []
 
-    def fit_then_interrupt(self):
-        calls["n"] += 1
-        if calls["n"] == 2:
+    def interrupt_the_second_run(self, epoch):  # trained alone or in a cohort, every run begins epochs
+        if self.job.run_id not in started:
+            started.append(self.job.run_id)
+        if len(started) == 2:
             raise KeyboardInterrupt
-        return real_fit(self)
+        return real_begin(self, epoch)
 
-    monkeypatch.setattr(trainer_module.Trainer, "fit", fit_then_interrupt)
+    monkeypatch.setattr(trainer_module.Trainer, "begin_epoch", interrupt_the_second_run)
     assert main(["run", str(suite), "--results", str(results), "--quiet"]) == 130
     assert len(records(results)) == 1
     first = records(results)[0].read_text()
-    monkeypatch.setattr(trainer_module.Trainer, "fit", real_fit)
+    monkeypatch.setattr(trainer_module.Trainer, "begin_epoch", real_begin)
     assert main(["run", str(suite), "--results", str(results), "--quiet"]) == 0
     assert len(records(results)) == 3
     assert records(results)[0].read_text() == first or first in [p.read_text() for p in records(results)]

@@ -1,6 +1,7 @@
 """Executes a suite plan in order on one device: skips finished runs, resumes unfinished ones."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 import traceback
@@ -17,7 +18,8 @@ from tekapbench.errors import ClaimLostError, DataNotFoundError, Interrupted, Te
 from tekapbench.evaluations import EVALUATIONS, EvalContext, Skip
 from tekapbench.results.claims import Claim, current_claim, slurm_job, try_claim
 from tekapbench.engine.trainer import Precision, Trainer, TrainJob, evaluate
-from tekapbench.engine.watch import HistoryFile, RunLog
+from tekapbench.engine.cohort import Cohort, RandomState, cohort_key, device_budget
+from tekapbench.engine.watch import HistoryFile, RunLog, member_context
 from tekapbench.trackers import TRACKERS, TrackerCallback, check_trackers, hparams_of
 from tekapbench.models.base import create_model, load_weights
 from tekapbench.progress import Progress, log
@@ -52,6 +54,25 @@ def _now() -> str:
 
 
 @dataclass
+class PreparedRun:
+    """A run about to train (or a given checkpoint about to be scored), with what its record needs."""
+
+    run_id: str
+    spec: RunSpec
+    attempt: Path
+    label: str
+    started_at: str
+    started: float
+    trainer: Trainer | None
+    tracking: TrackerCallback | None
+    teacher_info: dict[str, Any] | None
+    resumed_epoch: int
+    random_state: RandomState | None = None
+    loaded: dict[str, Any] = field(default_factory=dict)
+    cohort: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Outcome:
     trained: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # run id -> error
@@ -62,8 +83,11 @@ class Outcome:
 class SuiteRunner:
     def __init__(self, plan: SuitePlan, *, results_root: Path | str, device: torch.device,
                  force: bool = False, progress: Progress | None = None, threads: int | None = None,
-                 poll_seconds: float = 5.0, only: list[str] | None = None, force_before: str | None = None):
+                 poll_seconds: float = 5.0, only: list[str] | None = None, force_before: str | None = None,
+                 cohorts: bool = True):
         self.plan = plan
+        # students that share teachers, data, seed and epochs train together (engine/cohort.py)
+        self.cohorts = cohorts
         self.poll = poll_seconds  # how often to look again for runs other processes hold
         self._train_total = self._eval_total = self._eval_index = 0
         self.threads = threads or plan.cpu_threads  # CPU only: on a GPU the thread count changes no number
@@ -201,6 +225,7 @@ class SuiteRunner:
 
         while remaining:
             still, progressed = [], False
+            handled: set[str] = set()  # worked on this pass as members of a cohort
             for run_id in remaining:
                 dependencies = self.plan.dependencies(run_id)
                 blocked = next((d for d in dependencies if d in outcome.failed or d in outcome.skipped), None)
@@ -219,6 +244,16 @@ class SuiteRunner:
                     continue
                 if missing:
                     still.append(run_id)
+                    continue
+                if run_id in handled:
+                    continue
+                partners = self._cohort_partners(run_id, remaining, train, outcome) if self.cohorts else []
+                if partners:
+                    results = self._work_cohort([run_id, *partners], index=index + 1, outcome=outcome)
+                    handled.update(results)
+                    still += [r for r, result in results.items() if result == "busy"]
+                    progressed |= any(result != "busy" for result in results.values())
+                    index += sum(result == "trained" for result in results.values())
                     continue
                 result = self._work_one(run_id, train=run_id in train, index=index + 1, outcome=outcome)
                 if result == "busy":
@@ -239,6 +274,64 @@ class SuiteRunner:
             remaining = still
         return outcome
 
+    def _cohort_partners(self, run_id: str, remaining: list[str], train: set[str], outcome: Outcome) -> list[str]:
+        """The runs that would train in one cohort with ``run_id``: to be trained here, their teachers done,
+        the same cohort key. Empty when it would train alone."""
+        key = cohort_key(self.plan.runs[run_id])
+        if key is None or run_id not in train or not self.needs_training(run_id):
+            return []
+        return [r for r in remaining if r != run_id and r in train and r not in outcome.trained
+                and cohort_key(self.plan.runs[r]) == key and self.needs_training(r)
+                and all(self.store.is_done(d) for d in self.plan.dependencies(r))]
+
+    def _work_cohort(self, run_ids: list[str], *, index: int, outcome: Outcome) -> dict[str, str]:
+        """``_work_one`` for runs trained as one cohort: each under its own claim (one another process holds
+        is left to it: "busy"), then each one's evaluations."""
+        results: dict[str, str] = {}
+        with contextlib.ExitStack() as stack:
+            claims: dict[str, Claim] = {}
+            for run_id in run_ids:
+                claim = try_claim(self.store.run_dir(run_id))
+                if claim is None:
+                    results[run_id] = "busy"
+                    continue
+                stack.enter_context(claim)
+                claims[run_id] = claim
+            # checked again under the claims: another process may have finished one a moment ago
+            members = [r for r in claims if self.needs_training(r)]
+            if len(members) <= 1:  # nothing left to share
+                for run_id, claim in claims.items():
+                    results[run_id] = self._work_one_claimed(run_id, claim, train=run_id in members, index=index,
+                                                             outcome=outcome)
+                return results
+            indices = {r: index + i for i, r in enumerate(members)}
+            trained = self.execute_cohort(members, indices, self._train_total, claims)
+            for run_id, result in trained.items():
+                if isinstance(result, ClaimLostError):
+                    self.progress.note(str(result))
+                    results[run_id] = "busy"
+                elif isinstance(result, Exception):
+                    self._failed(run_id, result, claims[run_id], outcome)
+                    results[run_id] = "failed"
+                else:
+                    outcome.trained.append(run_id)
+                    results[run_id] = "trained"
+            for run_id in claims:
+                if results.get(run_id) in ("trained", None):
+                    specs = self.missing_evaluations(run_id, trained=results.get(run_id) == "trained")
+                    if specs:
+                        self._eval_index += 1
+                        outcome.failed_evaluations += self.evaluate(run_id, specs, self._eval_index, self._eval_total)
+                    results.setdefault(run_id, "evaluated")
+        return results
+
+    def _failed(self, run_id: str, exc: BaseException, claim: Claim, outcome: Outcome, trace: str | None = None) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        self.store.write_failure(run_id, {"error": error, "traceback": trace or "".join(
+            traceback.format_exception(exc, limit=-8)), "at": _now(), **claim.info.to_dict()})
+        self.progress.warning(f"{self._label(run_id)} failed: {error}")
+        outcome.failed[run_id] = error
+
     def _held_elsewhere(self, run_id: str) -> bool:
         claim = current_claim(self.store.run_dir(run_id))
         return claim is not None and claim.is_live()
@@ -248,26 +341,25 @@ class SuiteRunner:
         if claim is None:
             return "busy"
         with claim:
-            # checked again under the claim: another process may have finished it a moment ago
-            must_train = train and run_id not in outcome.trained and self.needs_training(run_id)
-            if must_train:
-                try:
-                    self.execute(run_id, index, self._train_total, claim=claim)
-                except ClaimLostError as exc:
-                    self.progress.note(str(exc))
-                    return "busy"
-                except Exception as exc:  # noqa: BLE001 - one failing run must not cost the others
-                    error = f"{type(exc).__name__}: {exc}"
-                    self.store.write_failure(run_id, {"error": error, "traceback": traceback.format_exc(limit=-8),
-                                                      "at": _now(), **claim.info.to_dict()})
-                    self.progress.warning(f"{self._label(run_id)} failed: {error}")
-                    outcome.failed[run_id] = error
-                    return "failed"
-                outcome.trained.append(run_id)
-            specs = self.missing_evaluations(run_id, trained=must_train)
-            if specs:
-                self._eval_index += 1
-                outcome.failed_evaluations += self.evaluate(run_id, specs, self._eval_index, self._eval_total)
+            return self._work_one_claimed(run_id, claim, train=train, index=index, outcome=outcome)
+
+    def _work_one_claimed(self, run_id: str, claim: Claim, *, train: bool, index: int, outcome: "Outcome") -> str:
+        # checked again under the claim: another process may have finished it a moment ago
+        must_train = train and run_id not in outcome.trained and self.needs_training(run_id)
+        if must_train:
+            try:
+                self.execute(run_id, index, self._train_total, claim=claim)
+            except ClaimLostError as exc:
+                self.progress.note(str(exc))
+                return "busy"
+            except Exception as exc:  # noqa: BLE001 - one failing run must not cost the others
+                self._failed(run_id, exc, claim, outcome, traceback.format_exc(limit=-8))
+                return "failed"
+            outcome.trained.append(run_id)
+        specs = self.missing_evaluations(run_id, trained=must_train)
+        if specs:
+            self._eval_index += 1
+            outcome.failed_evaluations += self.evaluate(run_id, specs, self._eval_index, self._eval_total)
         return "trained" if must_train else "evaluated"
 
     def _weights(self, run_id: str) -> Path:
@@ -350,10 +442,20 @@ class SuiteRunner:
 
     def execute(self, run_id: str, index: int = 1, total: int = 1, claim: Claim | None = None) -> dict[str, Any]:
         attempt = self.store.attempt_for(run_id, force=True)  # called only for a run that needs training
-        with RunLog(attempt):  # the run's messages also into its run.log (appended to on resume)
+        with RunLog(attempt, run_id):  # the run's messages also into its run.log (appended to on resume)
             log.debug(f"run {run_id}: {attempt}")
             try:
-                return self._execute(run_id, attempt, index, total, claim)
+                if self.plan.runs[run_id].kind == "pretrained":
+                    return self._score_given(run_id, attempt, index, total)
+                run = self._prepare(run_id, attempt, claim, [self.progress])
+                self.progress.run_started(index, total, run.label, run.spec.recipe.epochs, run.resumed_epoch)
+                status = "failed"
+                try:
+                    metrics = run.trainer.fit()
+                    status = "success"
+                finally:
+                    run.tracking.finish(status)  # event files flushed and closed however training ended
+                return self._write_record(run, metrics)
             except Exception as exc:
                 log.error(f"run {run_id} stopped: {type(exc).__name__}: {exc}")
                 raise
@@ -361,74 +463,146 @@ class SuiteRunner:
                 log.warning(f"run {run_id} interrupted: it resumes from its last epoch checkpoint")
                 raise
 
-    def _execute(self, run_id: str, attempt: Path, index: int, total: int, claim: Claim | None) -> dict[str, Any]:
+    def execute_cohort(self, run_ids: list[str], indices: dict[str, int], total: int,
+                       claims: dict[str, Claim]) -> dict[str, dict[str, Any] | Exception]:
+        """Trains students that share teachers, data, seed and epochs as one cohort (engine/cohort.py): one
+        teacher forward per batch for all. Each gets the record, checkpoint and files it would get trained
+        alone; members that resume after different epochs train in one cohort per resume point. Returns
+        each run's record, or the exception that stopped it (the others go on)."""
+        outcome: dict[str, dict[str, Any] | Exception] = {}
+        attempts = {r: self.store.attempt_for(r, force=True) for r in run_ids}
+        with contextlib.ExitStack() as stack:
+            for run_id in run_ids:
+                stack.enter_context(RunLog(attempts[run_id], run_id))
+            teachers = self._teacher_models(self.plan.runs[run_ids[0]], self.dataset(self.plan.runs[run_ids[0]].dataset).num_classes)
+            runs: dict[str, PreparedRun] = {}
+            for run_id in run_ids:
+                with member_context(run_id):
+                    try:
+                        runs[run_id] = self._prepare(run_id, attempts[run_id], claims.get(run_id),
+                                                     [self.progress.member(f"[{indices[run_id]}/{total}] "
+                                                                           f"{self._label(run_id)}")], teachers)
+                    except Exception as exc:  # noqa: BLE001 - one member's bad input must not cost the others
+                        log.error(f"run {run_id} stopped: {type(exc).__name__}: {exc}")
+                        outcome[run_id] = exc
+            by_start: dict[int, list[PreparedRun]] = {}
+            for run in runs.values():
+                by_start.setdefault(run.trainer.start_epoch, []).append(run)
+            groups = []
+            for same_start in by_start.values():
+                sizes = device_budget([run.trainer for run in same_start])
+                if len(sizes) > 1:
+                    self.progress.note(f"{len(same_start)} students do not fit {self.device} at once: cohorts of "
+                                       + "+".join(map(str, sizes)))
+                for size in sizes:
+                    groups.append(same_start[:size])
+                    same_start = same_start[size:]
+            for group in groups:
+                labels = [run.label for run in group]
+                self.progress.cohort_started([indices[r.run_id] for r in group], total, labels,
+                                             group[0].spec.recipe.epochs, group[0].resumed_epoch)
+                for run in group:
+                    run.cohort = [r.run_id for r in group]
+                cohort = Cohort.of([r.trainer for r in group], [r.random_state for r in group],
+                                   on_member=member_context, callbacks=[self.progress])
+                try:
+                    members = cohort.fit()
+                except (KeyboardInterrupt, Interrupted):
+                    for run in group:
+                        with member_context(run.run_id):
+                            log.warning(f"run {run.run_id} interrupted: it resumes from its last epoch checkpoint")
+                        run.tracking.finish("failed")
+                    raise
+                for run, member in zip(group, members, strict=True):
+                    with member_context(run.run_id):
+                        run.tracking.finish("success" if member.error is None else "failed")
+                        if member.error is not None:
+                            log.error(f"run {run.run_id} stopped: {type(member.error).__name__}: {member.error}")
+                            outcome[run.run_id] = member.error
+                            continue
+                        try:
+                            outcome[run.run_id] = self._write_record(
+                                run, member.summary, label=f"[{indices[run.run_id]}/{total}] {run.label}")
+                        except Exception as exc:  # noqa: BLE001
+                            outcome[run.run_id] = exc
+        return outcome
+
+    def _score_given(self, run_id: str, attempt: Path, index: int, total: int) -> dict[str, Any]:
+        """A checkpoint trained elsewhere: scored on the test split, recorded like a trained run."""
+        spec = self.plan.runs[run_id]
+        data = self.dataset(spec.dataset)
+        started_at, started = _now(), time.perf_counter()
+        self.progress.run_started(index, total, self._label(run_id), 0, 0)
+        model = create_model(spec.arch, data.num_classes)
+        sha256 = load_weights(Path(spec.checkpoint), model, what=f"teacher checkpoint of {spec.arch}")
+        self._check_unchanged(spec, sha256)
+        model.to(self.device)
+        loader = data.loader(False, self._test_recipe(run_id).loader_settings(False), self.device)
+        test = evaluate(model, loader, Precision.for_device(self.device), self.device)
+        metrics = {"test_acc_last": test["top1"], "test_acc_best": test["top1"], "test_top5_last": test["top5"],
+                   "best_epoch": None, "epochs": 0}
+        run = PreparedRun(run_id=run_id, spec=spec, attempt=attempt, label=self._label(run_id), started_at=started_at,
+                          started=started, trainer=None, tracking=None, teacher_info=None, resumed_epoch=0,
+                          # the given file, as loaded
+                          loaded={"weights": str(spec.checkpoint), "weights_sha256": sha256})
+        return self._write_record(run, metrics)
+
+    def _prepare(self, run_id: str, attempt: Path, claim: Claim | None, reporters: list[Any],
+                 teachers: tuple[list[torch.nn.Module], list[dict[str, Any]]] | None = None) -> "PreparedRun":
+        """The run's trainer, resumed from its checkpoint when there is one, with its callbacks: history.jsonl
+        first (what `status` and the curves read is on disk before anything else runs), the reporters, the
+        trackers, the claim's check. ``teachers``: already loaded (a cohort loads them once)."""
         spec = self.plan.runs[run_id]
         data = self.dataset(spec.dataset)
         started_at, started = _now(), time.perf_counter()
         label = self._label(run_id)
-        teacher_info = None
-        loaded: dict[str, Any] = {}
-        if spec.kind == "pretrained":
-            self.progress.run_started(index, total, label, 0, 0)
-            model = create_model(spec.arch, data.num_classes)
-            sha256 = load_weights(Path(spec.checkpoint), model, what=f"teacher checkpoint of {spec.arch}")
-            self._check_unchanged(spec, sha256)
-            loaded = {"weights": str(spec.checkpoint), "weights_sha256": sha256}  # the given file, as loaded
-            model.to(self.device)
-            loader = data.loader(False, self._test_recipe(run_id).loader_settings(False), self.device)
-            test = evaluate(model, loader, Precision.for_device(self.device), self.device)
-            metrics = {"test_acc_last": test["top1"], "test_acc_best": test["top1"], "test_top5_last": test["top5"],
-                       "best_epoch": None, "epochs": 0}
-            history: list[dict[str, Any]] = []
-            resumed_epoch = 0
-        else:
-            teachers, infos = self._teacher_models(spec, data.num_classes)
-            # one teacher: its record entry and fingerprint as ever; several: a list, and one fingerprint of all
-            teacher_info = infos[0] if len(infos) == 1 else ({"teachers": infos} if infos else None)
-            fingerprint = (infos[0]["sha256"] if len(infos) == 1 else
-                           hashlib.sha256("".join(i["sha256"] for i in infos).encode()).hexdigest() if infos else None)
-            # history.jsonl first: what `status` and the curves read is on disk before anything else runs
-            tracking = TrackerCallback(
-                [TRACKERS.get(name)(self.store.dir) for name in self.trackers()],
-                {"run_id": run_id, "label": label, "suite": self.plan.name, "attempt": attempt.name,
-                 "epochs": spec.recipe.epochs},
-                hparams_of({"label": label, "rows": self._role(run_id), **spec.to_dict()}))
-            job = TrainJob(run_id=run_id, arch=spec.arch, recipe=spec.recipe, seed=spec.seed, method=spec.method,
-                           data=data, workdir=attempt, device=self.device, teachers=teachers,
-                           teacher_sha256=fingerprint,
-                           callbacks=[HistoryFile(attempt), self.progress, tracking,
-                                      *([claim.check] if claim else [])])
-            trainer = Trainer(job)
-            resumed_epoch = trainer.start_epoch - 1 if trainer.try_resume() else 0
-            self.progress.run_started(index, total, label, spec.recipe.epochs, resumed_epoch)
-            status = "failed"
-            try:
-                metrics = trainer.fit()
-                status = "success"
-            finally:
-                tracking.finish(status)  # event files flushed and closed however training ended
-            history = trainer.history
-        seconds = time.perf_counter() - started
+        models, infos = teachers if teachers is not None else self._teacher_models(spec, data.num_classes)
+        # one teacher: its record entry and fingerprint as ever; several: a list, and one fingerprint of all
+        teacher_info = infos[0] if len(infos) == 1 else ({"teachers": infos} if infos else None)
+        fingerprint = (infos[0]["sha256"] if len(infos) == 1 else
+                       hashlib.sha256("".join(i["sha256"] for i in infos).encode()).hexdigest() if infos else None)
+        tracking = TrackerCallback(
+            [TRACKERS.get(name)(self.store.dir) for name in self.trackers()],
+            {"run_id": run_id, "label": label, "suite": self.plan.name, "attempt": attempt.name,
+             "epochs": spec.recipe.epochs},
+            hparams_of({"label": label, "rows": self._role(run_id), **spec.to_dict()}))
+        job = TrainJob(run_id=run_id, arch=spec.arch, recipe=spec.recipe, seed=spec.seed, method=spec.method,
+                       data=data, workdir=attempt, device=self.device, teachers=models, teacher_sha256=fingerprint,
+                       callbacks=[HistoryFile(attempt), *reporters, tracking, *([claim.check] if claim else [])])
+        trainer = Trainer(job)
+        random_state = RandomState.capture(self.device)  # as the trainer left it, for a cohort to restore
+        resumed_epoch = trainer.start_epoch - 1 if trainer.try_resume() else 0
+        return PreparedRun(run_id=run_id, spec=spec, attempt=attempt, label=label, started_at=started_at,
+                           started=started, trainer=trainer, tracking=tracking, teacher_info=teacher_info,
+                           resumed_epoch=resumed_epoch, random_state=random_state)
+
+    def _write_record(self, run: "PreparedRun", metrics: dict[str, Any], label: str | None = None) -> dict[str, Any]:
+        spec, run_id = run.spec, run.run_id
+        history = run.trainer.history if run.trainer is not None else []
+        seconds = time.perf_counter() - run.started
         record = {
             "format": RECORD_FORMAT,
             "run_id": run_id,
             "suite": self.plan.name,
-            "attempt": attempt.name,
+            "attempt": run.attempt.name,
             "suite_source": self.plan.source,
             "cells": [{"row": c.row, "column": c.column, "seed": c.seed}
                       for c in self.plan.cells if c.run_id == run_id],
             "spec": spec.to_dict(),
             "data": self._data_info[spec.dataset],
             "metrics": metrics,
-            "teacher": teacher_info,
+            "teacher": run.teacher_info,
             "history": history,
-            "provenance": {**provenance(self.device), "started": started_at, "finished": _now(),
-                           "wall_seconds": seconds, "resumed_after_epoch": resumed_epoch,
+            "provenance": {**provenance(self.device), "started": run.started_at, "finished": _now(),
+                           "wall_seconds": seconds, "resumed_after_epoch": run.resumed_epoch,
                            "train_seconds": sum(e["seconds"] for e in history), "slurm_job": slurm_job(),
-                           **loaded},
+                           # trained with these runs, one teacher forward per batch for all: an epoch's
+                           # seconds are the cohort's
+                           **({"cohort": run.cohort} if run.cohort else {}),
+                           **run.loaded},
         }
-        self.store.write_record(attempt, record)
-        self.progress.run_finished(metrics, seconds)
+        self.store.write_record(run.attempt, record)
+        self.progress.run_finished(metrics, seconds, label=label)
         return record
 
     def _test_recipe(self, run_id: str) -> Recipe:

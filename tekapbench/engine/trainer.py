@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -206,75 +206,94 @@ class Trainer:
                 callback.on_start(self)
         for epoch in range(self.start_epoch, recipe.epochs + 1):
             started = time.perf_counter()
-            train_stats = self._train_epoch(epoch)
-            test = evaluate(self.model, self.test_loader, self.precision, self.device)
-            entry = {"epoch": epoch, "lr": recipe.lr_at(epoch), **train_stats,
-                     "test_acc": test["top1"], "test_top5": test["top5"], "test_nll": test["nll"],
-                     "seconds": time.perf_counter() - started}
-            self.history.append(entry)
-            save_torch(self.checkpoint_path, plain_data(self._state(epoch)))
-            for callback in self.job.callbacks:
-                callback(entry)
-        save_torch(self.model_path, {"model": self.model.state_dict(), "arch": self.job.arch,
-                                     "run_id": self.job.run_id, "epoch": recipe.epochs})
-        return summarize(self.history)
+            self.train_epoch(epoch)
+            self.end_epoch(epoch, started)
+        return self.finish()
 
-    def _train_epoch(self, epoch: int) -> dict[str, Any]:
-        job, device = self.job, self.device
-        for group in self.optimizer.param_groups:
-            group["lr"] = job.recipe.lr_at(epoch)
-        torch.manual_seed(derive_seed(job.seed, "torch", epoch))
-        self.objective.reseed(derive_seed(job.seed, "objective", epoch))
-        batches = self.train_loader.epoch(make_generator(derive_seed(job.seed, "data", epoch), device))
-        self.model.train()
-        self.objective.train()
-        sums: dict[str, torch.Tensor] = {}
-        total = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        seen = 0
-        # each extra view: the recipe's augmentation (else the term's own), from its own generator
-        views = {name: (VIEWS.get(aug), make_generator(derive_seed(job.seed, name, epoch), device))
-                 for name, aug in {**self.objective.views, **dict(job.recipe.views)}.items()
-                 if name in self.objective.views}
-        on_batch = [c.on_batch for c in job.callbacks if hasattr(c, "on_batch")]
+    def train_epoch(self, epoch: int) -> None:
+        """One pass over the training split: the teachers' forward, then the student's step, per batch."""
+        on_batch = [c.on_batch for c in self.job.callbacks if hasattr(c, "on_batch")]
+        self.begin_epoch(epoch)
+        views = view_makers(self.view_augmentations().items(), self.job.seed, epoch, self.device)
         steps_per_epoch = len(self.train_loader)
-        for step, batch in enumerate(batches):
-            with self.precision.autocast(device):
-                student, teacher = self._forward(batch.images)
-                if views:
-                    original = raw_images(self.train_loader, batch.indices, next(iter(views)))
-                    channels_last = batch.images.is_contiguous(memory_format=torch.channels_last)
-                    batch = replace(batch, views={name: self._forward(augment(
-                        original, job.data.mean, job.data.std, generator, channels_last=channels_last))
-                        for name, (augment, generator) in views.items()})
-            losses = self.objective(student, teacher, batch, epoch)
-            loss = sum(losses.values())
-            total += loss.detach()
-            if step % self.check_every == 0 and not torch.isfinite(total):
-                self._diverged(epoch, step, losses)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + value.detach()
-            correct += (student.logits.detach().argmax(1) == batch.labels).sum()
-            seen += batch.labels.numel()
+        for step, batch in enumerate(self.train_loader.epoch(self.data_generator(epoch))):
+            shared = TeacherPass.of(self.teachers, self.train_loader, self.job.data, batch, views,
+                                    self.precision, self.device)
+            self.train_step(epoch, step, batch, shared)
             for callback in on_batch:
                 callback(epoch, step + 1, steps_per_epoch)
-        steps = step + 1
-        if not torch.isfinite(total):
-            self._diverged(epoch, step, losses)
-        return {"train_loss": total.item() / steps, "train_acc": 100.0 * correct.item() / seen,
-                "loss_terms": {name: float(v) / steps for name, v in sums.items()}}
 
-    def _forward(self, images: torch.Tensor):
-        """The student's output and the teacher's (a tuple of every teacher's, when there are several)."""
-        student = self.model(images)
-        if not self.teachers:
-            return student, None
-        with torch.no_grad():
-            outputs = tuple(t(images) for t in self.teachers)
-        return student, outputs[0] if len(outputs) == 1 else outputs
+    def finish(self) -> dict[str, Any]:
+        """The final weights written beside the checkpoint; the summary of the history."""
+        save_torch(self.model_path, {"model": self.model.state_dict(), "arch": self.job.arch,
+                                     "run_id": self.job.run_id, "epoch": self.job.recipe.epochs})
+        return summarize(self.history)
+
+    # The pieces of one epoch, which a cohort (engine/cohort.py) calls for each of its members in turn.
+    def data_generator(self, epoch: int) -> torch.Generator:
+        """The training split's order and augmentation of ``epoch``: a function of the seed and the epoch only,
+        so that the students of one seed see the same batches."""
+        return make_generator(derive_seed(self.job.seed, "data", epoch), self.device)
+
+    def view_augmentations(self) -> dict[str, str]:
+        """Each extra view the objective compares on, and its augmentation: the recipe's, else the term's own."""
+        return {name: aug for name, aug in {**self.objective.views, **dict(self.job.recipe.views)}.items()
+                if name in self.objective.views}
+
+    def begin_epoch(self, epoch: int) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.job.recipe.lr_at(epoch)
+        torch.manual_seed(derive_seed(self.job.seed, "torch", epoch))
+        self.objective.reseed(derive_seed(self.job.seed, "objective", epoch))
+        self.model.train()
+        self.objective.train()
+        self._sums: dict[str, torch.Tensor] = {}
+        self._total = torch.zeros((), device=self.device)
+        self._correct = torch.zeros((), device=self.device)
+        self._seen = self._steps = 0
+        self._losses: dict[str, torch.Tensor] = {}
+
+    def train_step(self, epoch: int, step: int, batch, shared: "TeacherPass") -> None:
+        """The student's forward (and on each extra view), its objective, backward and optimizer step, with
+        the teachers' outputs ``shared`` computed once for the batch."""
+        with self.precision.autocast(self.device):
+            student = self.model(batch.images)
+            views = self.view_augmentations()
+            if views:
+                batch = replace(batch, views={name: (self.model(shared.view_images[name, aug]),
+                                                     shared.view_teacher[name, aug])
+                                              for name, aug in views.items()})
+        losses = self.objective(student, shared.teacher, batch, epoch)
+        loss = sum(losses.values())
+        self._total += loss.detach()
+        self._losses = losses
+        if step % self.check_every == 0 and not torch.isfinite(self._total):
+            self._diverged(epoch, step, losses)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        for name, value in losses.items():
+            self._sums[name] = self._sums.get(name, 0.0) + value.detach()
+        self._correct += (student.logits.detach().argmax(1) == batch.labels).sum()
+        self._seen += batch.labels.numel()
+        self._steps = step + 1
+
+    def end_epoch(self, epoch: int, started: float) -> dict[str, Any]:
+        """Checks the loss, scores the test split, writes the checkpoint, then calls the epoch callbacks."""
+        if not torch.isfinite(self._total):
+            self._diverged(epoch, self._steps - 1, self._losses)
+        steps = self._steps
+        test = evaluate(self.model, self.test_loader, self.precision, self.device)
+        entry = {"epoch": epoch, "lr": self.job.recipe.lr_at(epoch),
+                 "train_loss": self._total.item() / steps, "train_acc": 100.0 * self._correct.item() / self._seen,
+                 "loss_terms": {name: float(v) / steps for name, v in self._sums.items()},
+                 "test_acc": test["top1"], "test_top5": test["top5"], "test_nll": test["nll"],
+                 "seconds": time.perf_counter() - started}
+        self.history.append(entry)
+        save_torch(self.checkpoint_path, plain_data(self._state(epoch)))
+        for callback in self.job.callbacks:
+            callback(entry)
+        return entry
 
     def _diverged(self, epoch: int, step: int, losses: dict[str, torch.Tensor]) -> None:
         terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
@@ -316,3 +335,42 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
         "train_loss_last": last["train_loss"],
         "epochs": last["epoch"],
     }
+
+
+def view_makers(views: Iterable[tuple[str, str]], seed: int, epoch: int, device: torch.device) -> dict:
+    """Each (view, augmentation) with its own generator of (seed, view, epoch): the same images for every
+    student of one seed that compares on that view with that augmentation."""
+    return {(name, aug): (VIEWS.get(aug), make_generator(derive_seed(seed, name, epoch), device))
+            for name, aug in sorted(set(views))}
+
+
+@dataclass
+class TeacherPass:
+    """What every student of a batch reads: the teachers' outputs on the batch (a tuple of every teacher's
+    when there are several; None without a teacher) and, for each (view, augmentation), the view's images
+    and the teachers' outputs on them. Read only: a student's objective never changes it in place."""
+
+    teacher: Any
+    view_images: dict[tuple[str, str], torch.Tensor]
+    view_teacher: dict[tuple[str, str], Any]
+
+    @staticmethod
+    def of(teachers: list[nn.Module], loader: BatchSource, data: Splits, batch, views: dict, precision: Precision,
+           device: torch.device) -> "TeacherPass":
+        def forward(images: torch.Tensor):
+            if not teachers:
+                return None
+            with torch.no_grad():
+                outputs = tuple(t(images) for t in teachers)
+            return outputs[0] if len(outputs) == 1 else outputs
+
+        view_images: dict[tuple[str, str], torch.Tensor] = {}
+        with precision.autocast(device):
+            teacher = forward(batch.images)
+            if views:
+                original = raw_images(loader, batch.indices, next(iter(views))[0])
+                channels_last = batch.images.is_contiguous(memory_format=torch.channels_last)
+                view_images = {key: augment(original, data.mean, data.std, generator, channels_last=channels_last)
+                               for key, (augment, generator) in views.items()}
+            view_teacher = {key: forward(images) for key, images in view_images.items()}
+        return TeacherPass(teacher, view_images, view_teacher)

@@ -13,6 +13,8 @@ after each step when a callback has them, and the callback itself with each epoc
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -24,6 +26,18 @@ from tekapbench.atomic import atomic_path
 HISTORY = "history.jsonl"
 RUN_LOG = "run.log"
 LOGGER = "tekapbench"
+# The run a message is about, while a cohort works on one of its members: that member's run.log takes it,
+# the others' do not. None (a run trained alone, or the cohort's own messages): every open run.log.
+current_run: contextvars.ContextVar[str | None] = contextvars.ContextVar("tekapbench_current_run", default=None)
+
+
+@contextlib.contextmanager
+def member_context(run_id: str):
+    token = current_run.set(run_id)
+    try:
+        yield
+    finally:
+        current_run.reset(token)
 
 
 def _line(entry: dict[str, Any]) -> str:
@@ -66,17 +80,24 @@ def read_history(folder: Path) -> list[dict[str, Any]]:
 
 
 class RunLog:
-    """The ``tekapbench`` logger's messages, while the run trains, also into ``<workdir>/run.log``."""
+    """The ``tekapbench`` logger's messages, while the run trains, also into ``<workdir>/run.log`` (those
+    about run ``run_id`` or about no run in particular, when several runs train at once)."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, run_id: str | None = None):
         self.path = Path(workdir) / RUN_LOG
+        self.run_id = run_id
         self.handler: logging.Handler | None = None
+
+    def _mine(self, record: logging.LogRecord) -> bool:
+        about = current_run.get()
+        return about is None or self.run_id is None or about == self.run_id
 
     def __enter__(self) -> "RunLog":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.handler = logging.FileHandler(self.path, mode="a", encoding="utf-8")
         self.handler.setLevel(logging.DEBUG)
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.handler.addFilter(self._mine)
         logger = logging.getLogger(LOGGER)
         logger.addHandler(self.handler)
         if logger.level == logging.NOTSET or logger.level > logging.INFO:

@@ -25,6 +25,7 @@ class Request:
     # --force means: train again what finished before this moment. Fixed once here, so that every worker
     # process or Slurm task of the invocation shares it (a parent passes its own to its workers).
     force_before: str | None = None
+    cohorts: bool = True  # students sharing teachers, data, seed and epochs train together (engine/cohort.py)
 
     def __post_init__(self):
         if self.force and self.force_before is None:

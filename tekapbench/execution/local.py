@@ -56,7 +56,7 @@ def run_local(request: Request) -> None:
         device = pick_device(request.device)
         SuiteRunner(request.plan, results_root=request.results_root, device=device, force=request.force,
                     progress=Progress(quiet=request.quiet), threads=request.threads,
-                    force_before=request.force_before).run()
+                    force_before=request.force_before, cohorts=request.cohorts).run()
         return
     cores = os.cpu_count() or 1
     threads = request.threads or request.plan.cpu_threads or max(cores // len(slots), 1)
@@ -65,6 +65,8 @@ def run_local(request: Request) -> None:
                "--device", "cuda" if slots[0]["CUDA_VISIBLE_DEVICES"] else "cpu"]
     if request.force_before:
         command += ["--force-before", request.force_before]
+    if not request.cohorts:
+        command += ["--no-cohorts"]
     if request.plan.trackers is not None:  # the suite's, or those of --tracker: the workers feed the same
         command += [arg for name in request.plan.trackers or ["none"] for arg in ("--tracker", name)]
     for spec, _ in loaded_plugins():  # the workers load what this process loaded (a suite's own load again)

@@ -1,4 +1,5 @@
-"""An existing Slurm cluster, driven through submitit: one array task per run, in stages by dependency
+"""An existing Slurm cluster, driven through submitit: one array task per run (per cohort: students that
+train together, engine/cohort.py), in stages by dependency
 (teachers, then the students that need them, each stage ``afterany`` the one before), at most
 ``array_parallelism`` tasks of a stage at once.
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tekapbench.atomic import write_json
+from tekapbench.engine.cohort import cohort_key
 from tekapbench.engine.runner import SuiteRunner, pick_device
 from tekapbench.errors import TekapbenchError, UsageError
 from tekapbench.execution.base import Request, register_executor
@@ -36,12 +38,13 @@ POLL_SECONDS = 5.0
 
 
 class SlurmRun:
-    """The callable submitit pickles for each array task: works on one run of the plan."""
+    """The callable submitit pickles for each array task: works on one run of the plan, or on the runs of
+    one cohort."""
 
     def __init__(self, plan: SuitePlan, results_root: str, device: str, threads: int | None,
-                 force_before: str | None, plugins: list[tuple[str, str]] | None = None):
+                 force_before: str | None, plugins: list[tuple[str, str]] | None = None, cohorts: bool = True):
         self.plan, self.results_root, self.device = plan, results_root, device
-        self.threads, self.force_before = threads, force_before
+        self.threads, self.force_before, self.cohorts = threads, force_before, cohorts
         self.plugins = loaded_plugins() if plugins is None else plugins
 
     def __getstate__(self) -> dict:
@@ -52,20 +55,21 @@ class SlurmRun:
         reload_in_this_process(state["plugins"])
         self.__dict__.update({**state, "plan": pickle.loads(state["plan"])})
 
-    def __call__(self, run_id: str) -> str:
+    def __call__(self, run_ids: str | list[str]) -> str | list[str]:
+        only = [run_ids] if isinstance(run_ids, str) else list(run_ids)
         runner = SuiteRunner(self.plan, results_root=self.results_root, device=pick_device(self.device),
-                             progress=Progress(live=False), threads=self.threads, only=[run_id],
-                             force_before=self.force_before)
-        runner.run()  # raises TekapbenchError when the run failed or was skipped: the task then fails
-        return run_id
+                             progress=Progress(live=False), threads=self.threads, only=only,
+                             force_before=self.force_before, cohorts=self.cohorts)
+        runner.run()  # raises TekapbenchError when a run failed or was skipped: the task then fails
+        return run_ids
 
-    def checkpoint(self, run_id: str):
+    def checkpoint(self, run_ids: str | list[str]):
         """Called by submitit on USR2 (time limit or preemption ahead): requeue; the run resumes from its
         last epoch checkpoint, since every epoch is saved."""
         import submitit
 
         return submitit.helpers.DelayedSubmission(SlurmRun(self.plan, self.results_root, self.device, self.threads,
-                                                           self.force_before, self.plugins), run_id)
+                                                           self.force_before, self.plugins, self.cohorts), run_ids)
 
 
 def stages(runner: SuiteRunner, run_ids: list[str]) -> list[list[str]]:
@@ -79,6 +83,17 @@ def stages(runner: SuiteRunner, run_ids: list[str]) -> list[list[str]]:
         placed.update(stage)
         todo = [r for r in todo if r not in placed]
     return result
+
+
+def array_tasks(plan: SuitePlan, stage: list[str], cohorts: bool) -> list[str | list[str]]:
+    """The array tasks of a stage: a run alone, or (``cohorts``) the list of runs that train as one cohort."""
+    if not cohorts:
+        return list(stage)
+    groups: dict[object, list[str]] = {}
+    for run_id in stage:
+        key = cohort_key(plan.runs[run_id])
+        groups.setdefault(run_id if key is None else key, []).append(run_id)
+    return [group[0] if len(group) == 1 else group for group in groups.values()]
 
 
 def slurm_options(request: Request) -> SlurmSection:
@@ -122,13 +137,16 @@ def submit(request: Request) -> dict[str, Any]:
     runner.store.save_plan(plan.to_dict())
     folder = Path(options.folder) if options.folder else runner.store.dir / "slurm"
     executor = _executor(options, folder, plan.name)
-    task = SlurmRun(plan, str(Path(request.results_root).resolve()), options.device, request.threads, force_before)
+    task = SlurmRun(plan, str(Path(request.results_root).resolve()), options.device, request.threads, force_before,
+                    cohorts=request.cohorts)
     jobs: dict[str, str] = {}
     previous: str | None = None
     for stage in stages(runner, work):
         executor.update_parameters(dependency=f"afterany:{previous}" if previous else None)
-        submitted = executor.map_array(task, stage)
-        jobs.update({run_id: job.job_id for run_id, job in zip(stage, submitted, strict=True)})
+        tasks = array_tasks(plan, stage, request.cohorts)
+        submitted = executor.map_array(task, tasks)
+        jobs.update({run_id: job.job_id for runs, job in zip(tasks, submitted, strict=True)
+                     for run_id in ([runs] if isinstance(runs, str) else runs)})
         previous = ":".join(sorted({job.job_id.split("_")[0] for job in submitted}))
     record = {"executor": "slurm", "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "folder": str(folder), "jobs": jobs, "options": options.model_dump(), "force_before": force_before}

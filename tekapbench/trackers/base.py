@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ from tekapbench.errors import UsageError
 from tekapbench.registry import Registry
 
 
-class Tracker:
+class Tracker(ABC):
     """One run's stream of numbers to one tracking tool. Made by ``Tracker(store_dir)`` (the suite's results
     folder), then ``start`` once (also when the run resumes: ``run_info['start_epoch'] > 1``), on a resume
     ``catch_up`` with the epochs the checkpoint holds, ``log_epoch`` after every finished epoch, ``finish``
@@ -21,11 +22,11 @@ class Tracker:
     def __init__(self, suite_dir: Path):
         self.suite_dir = Path(suite_dir)
 
-    def start(self, run_info: dict[str, Any], hparams: dict[str, Any]) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def start(self, run_info: dict[str, Any], hparams: dict[str, Any]) -> None: ...
 
-    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
 
     def catch_up(self, history: list[dict[str, Any]]) -> None:
         """On a resume, the epochs the checkpoint holds. A tracker is fed after each epoch's checkpoint is

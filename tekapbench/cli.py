@@ -50,7 +50,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _check_slurm_settings(slurm)
     device = pick_device(args.device)
     if args.dry_run:
-        runner = SuiteRunner(plan, results_root=args.results, device=device, force=args.force,
+        runner = SuiteRunner(plan, results_root=args.results, device=device, force=args.force, threads=args.threads,
                              progress=Progress(quiet=True))
         pending = set(runner.pending())
         evaluations = sum(map(len, runner.pending_evaluations(pending).values()))

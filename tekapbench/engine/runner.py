@@ -3,28 +3,30 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from tekapbench.data.base import DATASETS, DataOptions, Splits, load_dataset
 from tekapbench.engine.recipe import Recipe, resolve_recipe
-from tekapbench.errors import ClaimLostError, DataNotFoundError, Interrupted, TekapbenchError, UsageError
+from tekapbench.errors import (ClaimLostError, DataNotFoundError, Interrupted, TekapbenchError, TrainingDivergedError,
+                               UsageError)
 from tekapbench.evaluations import EVALUATIONS, EvalContext, Skip
-from tekapbench.results.claims import Claim, current_claim, slurm_job, try_claim
+from tekapbench.results.claims import DEFAULT_TTL, Claim, current_claim, slurm_job, try_claim
 from tekapbench.engine.trainer import Precision, Trainer, TrainJob, evaluate
 from tekapbench.engine.cohort import Cohort, RandomState, cohort_key, device_budget
 from tekapbench.engine.watch import HistoryFile, RunLog, member_context
 from tekapbench.trackers import TRACKERS, TrackerCallback, check_trackers, hparams_of
 from tekapbench.models.base import create_model, load_weights
 from tekapbench.progress import Progress, log
-from tekapbench.results.provenance import provenance, sha256_file
-from tekapbench.results.store import ResultStore
+from tekapbench.results.provenance import provenance, sha256_file, tensors_sha256
+from tekapbench.results.store import RECORD, ResultStore
 from tekapbench.suite.plan import EvaluationSpec, RunSpec, SuitePlan
 
 RECORD_FORMAT = 1
@@ -70,6 +72,29 @@ class PreparedRun:
     random_state: RandomState | None = None
     loaded: dict[str, Any] = field(default_factory=dict)
     cohort: list[str] = field(default_factory=list)
+    guard: Callable[[], None] = lambda: None  # before each write into the attempt (write_guard)
+
+
+def write_guard(claim: Claim | None, attempt: Path) -> Callable[[], None]:
+    """What must hold before a file of the run's attempt is written: this process still holds the run's
+    claim, and the attempt is not finished (a process paused past the claim's timeout, then resumed, would
+    otherwise write into a run another process took over and finished)."""
+    def guard(*_) -> None:  # also an epoch callback (called with the epoch's entry)
+        if claim is not None:
+            claim.ensure_held()
+        if (attempt / RECORD).exists():
+            raise ClaimLostError(f"{attempt} was finished by another process (its record exists): this one "
+                                 f"writes nothing more into it")
+    return guard
+
+
+def non_finite(value: Any, where: str = "") -> str | None:
+    """The key path of the first NaN or infinite number in ``value`` (nested dicts and lists), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "value"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return next((found for key, item in items
+                 if (found := non_finite(item, f"{where}.{key}" if where else str(key))) is not None), None)
 
 
 @dataclass
@@ -110,7 +135,19 @@ class SuiteRunner:
     def needs_training(self, run_id: str) -> bool:
         if not self.store.is_done(run_id):
             return True
+        if self.trained_with_other_threads(run_id) is not None:
+            return True
         return self.force_before is not None and self.store.finished_at(run_id) <= self.force_before
+
+    def trained_with_other_threads(self, run_id: str) -> int | None:
+        """The CPU thread count a finished run was trained with, when this invocation pins another on a CPU:
+        CPU numbers depend on it, so the run is trained again with this count, in a new attempt (the
+        record stays). None when the counts agree, are not pinned, or either side is a GPU."""
+        if self.device.type != "cpu" or self.threads is None or self.plan.runs[run_id].kind != "train":
+            return None
+        provenance = (self.store.latest_record(run_id) or {}).get("provenance") or {}
+        used = provenance.get("torch_threads")
+        return used if provenance.get("device") == "cpu" and used not in (None, self.threads) else None
 
     def dataset(self, name: str) -> Splits:
         if name not in self._datasets:
@@ -180,6 +217,13 @@ class SuiteRunner:
 
     def _run(self) -> list[str]:
         todo = self.pending()
+        for run_id in todo:
+            used = self.store.is_done(run_id) and self.trained_with_other_threads(run_id)
+            if used:
+                self.progress.note(f"{self._label(run_id)} was trained with {used} CPU threads, this suite runs "
+                                   f"with {self.threads}: trained again with {self.threads} (a new attempt; "
+                                   f"the record of {used} stays)")
+        self.store.remove_leftovers(list(self.plan.runs), older_than=DEFAULT_TTL)
         evaluations = self.pending_evaluations(set(todo))
         if todo:
             self.trackers()  # a chosen tracker that is not installed stops the suite before anything trains
@@ -297,6 +341,8 @@ class SuiteRunner:
                     continue
                 stack.enter_context(claim)
                 claims[run_id] = claim
+            for run_id in claims:
+                self._tidy(run_id)
             # checked again under the claims: another process may have finished one a moment ago
             members = [r for r in claims if self.needs_training(r)]
             if len(members) <= 1:  # nothing left to share
@@ -327,10 +373,14 @@ class SuiteRunner:
 
     def _failed(self, run_id: str, exc: BaseException, claim: Claim, outcome: Outcome, trace: str | None = None) -> None:
         error = f"{type(exc).__name__}: {exc}"
+        outcome.failed[run_id] = error
+        if not claim.held():  # another process works on the run now: its files are that one's
+            self.progress.warning(f"{self._label(run_id)} stopped ({error}) after another process took it over; "
+                                  f"nothing was written into the run")
+            return
         self.store.write_failure(run_id, {"error": error, "traceback": trace or "".join(
             traceback.format_exception(exc, limit=-8)), "at": _now(), **claim.info.to_dict()})
         self.progress.warning(f"{self._label(run_id)} failed: {error}")
-        outcome.failed[run_id] = error
 
     def _held_elsewhere(self, run_id: str) -> bool:
         claim = current_claim(self.store.run_dir(run_id))
@@ -343,7 +393,12 @@ class SuiteRunner:
         with claim:
             return self._work_one_claimed(run_id, claim, train=train, index=index, outcome=outcome)
 
+    def _tidy(self, run_id: str) -> None:
+        """Removes what killed writes left in the run's attempts: under its claim, no other process writes there."""
+        self.store.remove_leftovers([run_id], older_than=0, shared=False)
+
     def _work_one_claimed(self, run_id: str, claim: Claim, *, train: bool, index: int, outcome: "Outcome") -> str:
+        self._tidy(run_id)
         # checked again under the claim: another process may have finished it a moment ago
         must_train = train and run_id not in outcome.trained and self.needs_training(run_id)
         if must_train:
@@ -437,16 +492,17 @@ class SuiteRunner:
             model, sha256 = self._load_with_sha256(teacher_id, num_classes)
             models.append(model)
             infos.append({"run_id": teacher_id, "arch": self.plan.runs[teacher_id].arch, "weights": str(weights),
-                          "sha256": sha256})
+                          "sha256": sha256, "tensors_sha256": tensors_sha256(model.state_dict())})
         return models, infos
 
     def execute(self, run_id: str, index: int = 1, total: int = 1, claim: Claim | None = None) -> dict[str, Any]:
         attempt = self.store.attempt_for(run_id, force=True)  # called only for a run that needs training
-        with RunLog(attempt, run_id):  # the run's messages also into its run.log (appended to on resume)
+        # the run's messages also into its run.log (appended to on resume), while this process holds the run
+        with RunLog(attempt, run_id, held=claim.held if claim else None):
             log.debug(f"run {run_id}: {attempt}")
             try:
                 if self.plan.runs[run_id].kind == "pretrained":
-                    return self._score_given(run_id, attempt, index, total)
+                    return self._score_given(run_id, attempt, index, total, claim)
                 run = self._prepare(run_id, attempt, claim, [self.progress])
                 self.progress.run_started(index, total, run.label, run.spec.recipe.epochs, run.resumed_epoch)
                 status = "failed"
@@ -473,7 +529,8 @@ class SuiteRunner:
         attempts = {r: self.store.attempt_for(r, force=True) for r in run_ids}
         with contextlib.ExitStack() as stack:
             for run_id in run_ids:
-                stack.enter_context(RunLog(attempts[run_id], run_id))
+                claim = claims.get(run_id)
+                stack.enter_context(RunLog(attempts[run_id], run_id, held=claim.held if claim else None))
             teachers = self._teacher_models(self.plan.runs[run_ids[0]], self.dataset(self.plan.runs[run_ids[0]].dataset).num_classes)
             runs: dict[str, PreparedRun] = {}
             for run_id in run_ids:
@@ -527,7 +584,8 @@ class SuiteRunner:
                             outcome[run.run_id] = exc
         return outcome
 
-    def _score_given(self, run_id: str, attempt: Path, index: int, total: int) -> dict[str, Any]:
+    def _score_given(self, run_id: str, attempt: Path, index: int, total: int,
+                     claim: Claim | None = None) -> dict[str, Any]:
         """A checkpoint trained elsewhere: scored on the test split, recorded like a trained run."""
         spec = self.plan.runs[run_id]
         data = self.dataset(spec.dataset)
@@ -544,7 +602,8 @@ class SuiteRunner:
         run = PreparedRun(run_id=run_id, spec=spec, attempt=attempt, label=self._label(run_id), started_at=started_at,
                           started=started, trainer=None, tracking=None, teacher_info=None, resumed_epoch=0,
                           # the given file, as loaded
-                          loaded={"weights": str(spec.checkpoint), "weights_sha256": sha256})
+                          loaded={"weights": str(spec.checkpoint), "weights_sha256": sha256},
+                          guard=write_guard(claim, attempt))
         return self._write_record(run, metrics)
 
     def _prepare(self, run_id: str, attempt: Path, claim: Claim | None, reporters: list[Any],
@@ -557,10 +616,12 @@ class SuiteRunner:
         started_at, started = _now(), time.perf_counter()
         label = self._label(run_id)
         models, infos = teachers if teachers is not None else self._teacher_models(spec, data.num_classes)
-        # one teacher: its record entry and fingerprint as ever; several: a list, and one fingerprint of all
+        # one teacher: its record entry and fingerprint; several: a list, and one fingerprint of all. The
+        # fingerprint is of the tensors, not the file: the same teacher trained again resumes its students
         teacher_info = infos[0] if len(infos) == 1 else ({"teachers": infos} if infos else None)
-        fingerprint = (infos[0]["sha256"] if len(infos) == 1 else
-                       hashlib.sha256("".join(i["sha256"] for i in infos).encode()).hexdigest() if infos else None)
+        fingerprint = (infos[0]["tensors_sha256"] if len(infos) == 1 else hashlib.sha256(
+            "".join(i["tensors_sha256"] for i in infos).encode()).hexdigest() if infos else None)
+        guard = write_guard(claim, attempt)
         tracking = TrackerCallback(
             [TRACKERS.get(name)(self.store.dir) for name in self.trackers()],
             {"run_id": run_id, "label": label, "suite": self.plan.name, "attempt": attempt.name,
@@ -568,13 +629,13 @@ class SuiteRunner:
             hparams_of({"label": label, "rows": self._role(run_id), **spec.to_dict()}))
         job = TrainJob(run_id=run_id, arch=spec.arch, recipe=spec.recipe, seed=spec.seed, method=spec.method,
                        data=data, workdir=attempt, device=self.device, teachers=models, teacher_sha256=fingerprint,
-                       callbacks=[HistoryFile(attempt), *reporters, tracking, *([claim.check] if claim else [])])
+                       guard=guard, callbacks=[guard, HistoryFile(attempt), *reporters, tracking])
         trainer = Trainer(job)
         random_state = RandomState.capture(self.device)  # as the trainer left it, for a cohort to restore
         resumed_epoch = trainer.start_epoch - 1 if trainer.try_resume() else 0
         return PreparedRun(run_id=run_id, spec=spec, attempt=attempt, label=label, started_at=started_at,
                            started=started, trainer=trainer, tracking=tracking, teacher_info=teacher_info,
-                           resumed_epoch=resumed_epoch, random_state=random_state)
+                           resumed_epoch=resumed_epoch, random_state=random_state, guard=guard)
 
     def _write_record(self, run: "PreparedRun", metrics: dict[str, Any], label: str | None = None) -> dict[str, Any]:
         spec, run_id = run.spec, run.run_id
@@ -601,7 +662,9 @@ class SuiteRunner:
                            **({"cohort": run.cohort} if run.cohort else {}),
                            **run.loaded},
         }
-        self.store.write_record(run.attempt, record)
+        if (where := non_finite({"metrics": metrics, "history": history})) is not None:
+            raise TrainingDivergedError(f"run {run_id}: {where} is not a finite number; nothing was recorded")
+        self.store.write_record(run.attempt, record, before_commit=run.guard)
         self.progress.run_finished(metrics, seconds, label=label)
         return record
 

@@ -10,6 +10,7 @@ on a GPU up to nondeterministic cuDNN kernels).
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -29,12 +30,15 @@ from tekapbench.methods.base import DistillContext
 from tekapbench.engine.objective import MethodSpec, Objective
 from tekapbench.models.base import create_model, probe_shapes
 from tekapbench.models.checkpoints import read_torch_file
+from tekapbench.progress import log
 from tekapbench.seeding import derive_seed, make_generator, seed_everything
 
 # The resume checkpoint holds plain data only (tensors, numbers, strings, None, lists, tuples, dicts): format,
-# run_id, teacher_sha256, epoch, the state dicts of model, objective and optimizer, and the history. It is
-# read with torch.load(weights_only=True); a file asking for anything else is refused, never unpickled. No
-# RNG state is saved: every random source is reseeded from (seed, epoch) at the start of each epoch.
+# run_id, teacher_sha256, epoch, cpu_threads, the state dicts of model, objective and optimizer, and the
+# history. It is read with torch.load(weights_only=True); a file asking for anything else is refused, never
+# unpickled. No RNG state is saved: every random source is reseeded from (seed, epoch) at the start of each
+# epoch. The checkpoint before the last one is kept beside it (a hard link: no second write), so that a
+# damaged last checkpoint costs one epoch, not the run.
 CHECKPOINT_FORMAT = 1
 _PLAIN = (str, int, float, bool, type(None), torch.dtype, torch.device, torch.Size)
 # Called with each finished epoch's history entry, after its checkpoint is written. A callback object may
@@ -101,6 +105,9 @@ class TrainJob:
     teacher_sha256: str | None = None  # fingerprint of the teachers' weights: a resume must use the same
     callbacks: list[EpochCallback] = field(default_factory=list)
     teachers: list[nn.Module] = field(default_factory=list)  # teacher first, then its assistants
+    # called before each file of the run is written (and right before it takes its place): raises when this
+    # process may no longer write into the run (its claim was taken over, or the run is finished)
+    guard: Callable[[], None] = lambda: None
 
     def __post_init__(self):
         if self.teacher is not None and not self.teachers:
@@ -157,8 +164,16 @@ class Trainer:
         return self.job.workdir / "checkpoint.pt"
 
     @property
+    def previous_checkpoint_path(self) -> Path:
+        return self.job.workdir / "checkpoint.prev.pt"
+
+    @property
     def model_path(self) -> Path:
         return self.job.workdir / "model.pt"
+
+    def cpu_threads(self) -> int | None:
+        """The thread count CPU numbers depend on (None on a GPU, whose numbers it does not change)."""
+        return torch.get_num_threads() if self.device.type == "cpu" else None
 
     # -- state -------------------------------------------------------------------------------------
     def _state(self, epoch: int) -> dict[str, Any]:
@@ -167,6 +182,7 @@ class Trainer:
             "run_id": self.job.run_id,
             "teacher_sha256": self.job.teacher_sha256,
             "epoch": epoch,
+            "cpu_threads": self.cpu_threads(),
             "model": self.model.state_dict(),
             "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -174,29 +190,49 @@ class Trainer:
         }
 
     def try_resume(self) -> bool:
-        """Restores the last completed epoch from the checkpoint, if there is one."""
-        if not self.checkpoint_path.exists():
-            return False
-        fix = (f"Delete it to train run {self.job.run_id} from scratch (only this run's progress is lost): "
-               f"tekapbench's own resume checkpoints hold tensors, numbers, strings, lists and dicts only, so "
-               f"this file was not written by tekapbench, or is damaged.")
-        state, _ = read_torch_file(self.checkpoint_path, f"resume checkpoint of run {self.job.run_id}",
-                                   map_location=self.device, accepted=fix)
+        """Restores the last completed epoch from the checkpoint, if there is one. A checkpoint that cannot
+        serve (damaged, not tekapbench's, another run's, trained with other teacher weights) is set aside,
+        never deleted, with a warning; the one before it is tried next, then training starts over."""
+        for path in (self.checkpoint_path, self.previous_checkpoint_path):
+            if not path.exists():
+                continue
+            try:
+                state = self._read_checkpoint(path)
+            except UsageError as exc:
+                aside = _set_aside(path)
+                log.warning(f"{exc} It was moved to {aside.name}; run {self.job.run_id} resumes from the "
+                            f"checkpoint before it, if any, else from scratch.")
+                continue
+            threads = state.get("cpu_threads")
+            if threads is not None and self.cpu_threads() is not None and threads != self.cpu_threads():
+                raise UsageError(f"{path}: epochs 1-{state['epoch']} of run {self.job.run_id} were trained with "
+                                 f"{threads} CPU threads, this process has {self.cpu_threads()}: CPU numbers depend "
+                                 f"on the thread count, so a run is never resumed with another; resume with "
+                                 f"--threads {threads} (or [suite] cpu_threads = {threads}), or move the "
+                                 f"checkpoints aside to train it from scratch with {self.cpu_threads()}")
+            self.model.load_state_dict(state["model"])
+            self.objective.load_state_dict(state["objective"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.history = list(state["history"])
+            self.start_epoch = state["epoch"] + 1
+            return True
+        return False
+
+    def _read_checkpoint(self, path: Path) -> dict[str, Any]:
+        """The resume state in ``path``; a UsageError saying why it cannot serve this run."""
+        what = f"resume checkpoint of run {self.job.run_id}"
+        state, _ = read_torch_file(path, what, map_location=self.device,
+                                   accepted="tekapbench's own resume checkpoints hold tensors, numbers, strings, "
+                                            "lists and dicts only.")
         if not isinstance(state, dict) or not {"model", "objective", "optimizer", "history", "epoch"} <= set(state):
-            raise UsageError(f"{self.checkpoint_path} is not a resume checkpoint of tekapbench. {fix}")
+            raise UsageError(f"{what}: {path} is damaged or not a resume checkpoint of tekapbench.")
         if state.get("run_id") != self.job.run_id or state.get("format") != CHECKPOINT_FORMAT:
-            raise UsageError(f"{self.checkpoint_path} belongs to another run ({state.get('run_id')}); "
-                             f"remove it to train run {self.job.run_id} from scratch")
+            raise UsageError(f"{what}: {path} belongs to another run ({state.get('run_id')}).")
         if state.get("teacher_sha256") != self.job.teacher_sha256:
-            raise UsageError(f"{self.checkpoint_path} was trained with other teacher weights than "
-                             f"{self.job.teacher_sha256} (the teacher was trained again); remove the checkpoint "
-                             f"to train run {self.job.run_id} from scratch with the current teacher")
-        self.model.load_state_dict(state["model"])
-        self.objective.load_state_dict(state["objective"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.history = list(state["history"])
-        self.start_epoch = state["epoch"] + 1
-        return True
+            raise UsageError(f"{what}: {path} was trained with other teacher weights (tensors sha256 "
+                             f"{state.get('teacher_sha256')}) than the teacher's now ({self.job.teacher_sha256}): "
+                             f"the teacher was trained again.")
+        return state
 
     # -- loop --------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -225,8 +261,11 @@ class Trainer:
 
     def finish(self) -> dict[str, Any]:
         """The final weights written beside the checkpoint; the summary of the history."""
+        self.job.guard()
         save_torch(self.model_path, {"model": self.model.state_dict(), "arch": self.job.arch,
-                                     "run_id": self.job.run_id, "epoch": self.job.recipe.epochs})
+                                     "run_id": self.job.run_id, "epoch": self.job.recipe.epochs},
+                   before_commit=self.job.guard)
+        self.previous_checkpoint_path.unlink(missing_ok=True)  # served its purpose: the run is complete
         return summarize(self.history)
 
     # The pieces of one epoch, which a cohort (engine/cohort.py) calls for each of its members in turn.
@@ -279,29 +318,66 @@ class Trainer:
         self._steps = step + 1
 
     def end_epoch(self, epoch: int, started: float) -> dict[str, Any]:
-        """Checks the loss, scores the test split, writes the checkpoint, then calls the epoch callbacks."""
+        """Checks the loss and the weights the last update left, scores the test split, writes the
+        checkpoint, then calls the epoch callbacks."""
         if not torch.isfinite(self._total):
             self._diverged(epoch, self._steps - 1, self._losses)
+        # the loss is checked before each update, so the epoch's last update is checked here, on what it made
+        state = [*self.model.state_dict().values(), *self.objective.state_dict().values()]
+        floats = [t for t in state if t.is_floating_point()]
+        if floats and not torch.stack([t.isfinite().all() for t in floats]).all():
+            self._diverged(epoch, self._steps - 1, self._losses, what="the weights are not finite after the "
+                                                                        "epoch's last update")
         steps = self._steps
         test = evaluate(self.model, self.test_loader, self.precision, self.device)
+        if not all(map(_finite, test.values())):
+            self._diverged(epoch, self._steps - 1, self._losses, what=f"the test split gives {test}")
         entry = {"epoch": epoch, "lr": self.job.recipe.lr_at(epoch),
                  "train_loss": self._total.item() / steps, "train_acc": 100.0 * self._correct.item() / self._seen,
                  "loss_terms": {name: float(v) / steps for name, v in self._sums.items()},
                  "test_acc": test["top1"], "test_top5": test["top5"], "test_nll": test["nll"],
-                 "seconds": time.perf_counter() - started}
+                 "seconds": time.perf_counter() - started,
+                 **({"cpu_threads": self.cpu_threads()} if self.cpu_threads() is not None else {})}
         self.history.append(entry)
-        save_torch(self.checkpoint_path, plain_data(self._state(epoch)))
+        self.job.guard()
+        self._keep_previous_checkpoint()
+        save_torch(self.checkpoint_path, plain_data(self._state(epoch)), before_commit=self.job.guard)
         for callback in self.job.callbacks:
             callback(entry)
         return entry
 
-    def _diverged(self, epoch: int, step: int, losses: dict[str, torch.Tensor]) -> None:
+    def _keep_previous_checkpoint(self) -> None:
+        """The checkpoint about to be replaced becomes the previous one: a hard link, swapped in atomically
+        (rename does nothing when both names are already links to one file: a resume after a kill here)."""
+        current, previous = self.checkpoint_path, self.previous_checkpoint_path
+        if not current.exists() or (previous.exists() and os.path.samefile(current, previous)):
+            return
+        link = self.job.workdir / f".{previous.name}.link.tmp"
+        link.unlink(missing_ok=True)
+        os.link(current, link)
+        os.replace(link, previous)
+
+    def _diverged(self, epoch: int, step: int, losses: dict[str, torch.Tensor],
+                  what: str = "the loss is not finite") -> None:
         terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
         raise TrainingDivergedError(
-            f"run {self.job.run_id} ({self.job.arch}): the loss is not finite at epoch {epoch} (found at step "
+            f"run {self.job.run_id} ({self.job.arch}): {what} at epoch {epoch} (found at step "
             f"{step}; last step's terms: {terms}); training stopped. "
             + (f"The last good state is {self.checkpoint_path} (epoch {epoch - 1}). " if epoch > 1 else "")
             + f"Try a lower lr (now {self.job.recipe.lr_at(epoch):g}).")
+
+
+def _finite(value: float) -> bool:
+    return value == value and abs(value) != float("inf")
+
+
+def _set_aside(path: Path) -> Path:
+    """Renames ``path`` to the first free ``<name>.set-aside-<k>``: out of the way, never deleted."""
+    k = 1
+    while (aside := path.with_name(f"{path.name}.set-aside-{k}")).exists():
+        k += 1
+    os.replace(path, aside)
+    return aside
 
 
 def plain_data(obj: Any, where: str = "checkpoint") -> Any:

@@ -81,16 +81,19 @@ def read_history(folder: Path) -> list[dict[str, Any]]:
 
 class RunLog:
     """The ``tekapbench`` logger's messages, while the run trains, also into ``<workdir>/run.log`` (those
-    about run ``run_id`` or about no run in particular, when several runs train at once)."""
+    about run ``run_id`` or about no run in particular, when several runs train at once), as long as
+    ``held()`` says this process still holds the run (a process presumed dead writes nothing into it)."""
 
-    def __init__(self, workdir: Path, run_id: str | None = None):
+    def __init__(self, workdir: Path, run_id: str | None = None, held=None):
         self.path = Path(workdir) / RUN_LOG
         self.run_id = run_id
+        self.held = held
         self.handler: logging.Handler | None = None
 
     def _mine(self, record: logging.LogRecord) -> bool:
         about = current_run.get()
-        return about is None or self.run_id is None or about == self.run_id
+        return ((about is None or self.run_id is None or about == self.run_id)
+                and (self.held is None or self.held()))
 
     def __enter__(self) -> "RunLog":
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ with CUDA_VISIBLE_DEVICES). Workers are plain invocations of the same suite: cla
 teachers come first because a student waits for the run it needs, and --force is one moment for all."""
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -42,6 +43,19 @@ def worker_slots(request: Request) -> list[dict[str, str]]:
     return [{"CUDA_VISIBLE_DEVICES": "", **shared} for _ in range(count)]
 
 
+def _die_with_parent(parent: int) -> None:
+    """In a worker, before it runs: SIGTERM when the parent dies, even by SIGKILL, which the parent cannot
+    pass on (Linux's PR_SET_PDEATHSIG); the worker then stops as on Ctrl-C, releasing its claims. Elsewhere
+    a worker whose parent was killed goes on to the end of its runs."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the line above: no signal would come
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _relay(process: subprocess.Popen, prefix: str) -> None:
     for line in process.stdout:
         sys.stderr.write(f"{prefix}{line}")
@@ -79,7 +93,8 @@ def run_local(request: Request) -> None:
     try:
         for i, slot in enumerate(slots):
             process = subprocess.Popen(command, env={**os.environ, **slot}, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, text=True, bufsize=1)
+                                       stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                       preexec_fn=functools.partial(_die_with_parent, os.getpid()))
             processes.append(process)
             if request.quiet:
                 threading.Thread(target=process.stdout.read, daemon=True).start()

@@ -36,6 +36,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def tensors_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """Fingerprint of a model's weights themselves: every tensor's name, dtype, shape and bytes, in name
+    order. Unlike a file's sha256 it does not depend on how the file was written (torch's archive layout,
+    its serialization id): the same weights trained again give the same fingerprint."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 PACKAGES = ("torch", "torchvision", "torchattacks", "numpy", "scikit-learn", "pandas", "pydantic")
 
 

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tekapbench.atomic import create_json, write_json
+from tekapbench.atomic import create_json, remove_leftovers, write_json
 from tekapbench.errors import UsageError
 
 _ATTEMPT = re.compile(r"attempt-(\d+)$")
@@ -67,9 +67,21 @@ class ResultStore:
         path.mkdir(parents=True)
         return path
 
-    def write_record(self, attempt: Path, record: dict[str, Any]) -> Path:
+    def remove_leftovers(self, run_ids: list[str], older_than: float, *, shared: bool = True) -> None:
+        """Removes the temporary files that killed writes left (``.<name>.*.tmp``) in the runs' attempts and,
+        with ``shared``, in the suite's folder and the runs' claims folders, which any process writes in: those
+        older than ``older_than`` seconds (a claim's or plan.json's write takes far less). Under a run's
+        claim no other process writes into its attempts: ``older_than`` 0, ``shared`` False."""
+        folders = [self.dir] if shared else []
+        for run_id in run_ids:
+            folders += [self.run_dir(run_id) / "claims"] if shared else []
+            folders += [folder for attempt in self.attempts(run_id) for folder in (attempt, attempt / "evaluations")]
+        for folder in folders:
+            remove_leftovers(folder, older_than=older_than)
+
+    def write_record(self, attempt: Path, record: dict[str, Any], before_commit=None) -> Path:
         target = attempt / RECORD
-        create_json(target, record)
+        create_json(target, record, before_commit)
         return target
 
     def finished_at(self, run_id: str) -> str:
@@ -77,12 +89,22 @@ class ResultStore:
         record = self.latest_record(run_id)
         return (record or {}).get("provenance", {}).get("finished", "")
 
-    def write_failure(self, run_id: str, failure: dict[str, Any]) -> Path:
-        """Why the run's latest attempt stopped; replaced by a later failure, outranked by a record."""
+    def write_failure(self, run_id: str, failure: dict[str, Any]) -> Path | None:
+        """Why the run's latest attempt stopped; replaced by a later failure, outranked by a record. Never
+        written into a finished attempt (None then): a finished run's files do not change."""
         attempts = self.attempts(run_id)
-        target = (attempts[-1] if attempts else self.run_dir(run_id)) / FAILURE
-        write_json(target, failure)
-        return target
+        folder = attempts[-1] if attempts else self.run_dir(run_id)
+
+        def unfinished() -> None:  # before writing, and again right before the file takes its place
+            if (folder / RECORD).exists():
+                raise FileExistsError(f"{folder / RECORD}")
+
+        try:
+            unfinished()
+            write_json(folder / FAILURE, failure, before_commit=unfinished)
+        except FileExistsError:
+            return None
+        return folder / FAILURE
 
     def failure(self, run_id: str) -> dict[str, Any] | None:
         """The failure of the run's latest attempt when that attempt has no record."""

@@ -25,7 +25,7 @@ from tekapbench.data.base import BatchSource, Splits
 from tekapbench.data.views import VIEWS, raw_images
 from tekapbench.engine.optim import OPTIMIZERS
 from tekapbench.engine.recipe import Recipe
-from tekapbench.errors import TrainingDivergedError, UsageError
+from tekapbench.errors import TrainingDivergedError, UnsafeFileError, UsageError
 from tekapbench.methods.base import DistillContext
 from tekapbench.engine.objective import MethodSpec, Objective
 from tekapbench.models.base import create_model, probe_shapes
@@ -198,6 +198,8 @@ class Trainer:
                 continue
             try:
                 state = self._read_checkpoint(path)
+            except UnsafeFileError:
+                raise  # planted (it asks to run code): refused loudly, never quietly moved away
             except UsageError as exc:
                 aside = _set_aside(path)
                 log.warning(f"{exc} It was moved to {aside.name}; run {self.job.run_id} resumes from the "
@@ -222,8 +224,9 @@ class Trainer:
         """The resume state in ``path``; a UsageError saying why it cannot serve this run."""
         what = f"resume checkpoint of run {self.job.run_id}"
         state, _ = read_torch_file(path, what, map_location=self.device,
-                                   accepted="tekapbench's own resume checkpoints hold tensors, numbers, strings, "
-                                            "lists and dicts only.")
+                                   accepted=f"Delete it to train run {self.job.run_id} from scratch (only this "
+                                            f"run's progress is lost): tekapbench's own resume checkpoints hold "
+                                            f"tensors, numbers, strings, lists and dicts only.")
         if not isinstance(state, dict) or not {"model", "objective", "optimizer", "history", "epoch"} <= set(state):
             raise UsageError(f"{what}: {path} is damaged or not a resume checkpoint of tekapbench.")
         if state.get("run_id") != self.job.run_id or state.get("format") != CHECKPOINT_FORMAT:

@@ -31,7 +31,12 @@ class DataNotFoundError(UsageError):
 
 class UnsafeFileError(UsageError):
     """A file that only a pickle of arbitrary objects could read (a checkpoint or dataset file asking for
-    classes or functions beyond plain data): refused, never unpickled, as reading it could run any code."""
+    classes or functions beyond plain data): refused, never unpickled, as reading it could run any code.
+    ``asks_for``: the global it names, when it names one (a crafted file, not merely a damaged one)."""
+
+    def __init__(self, message: str, asks_for: str | None = None):
+        super().__init__(message)
+        self.asks_for = asks_for
 
 
 class TrainingDivergedError(TekapbenchError):

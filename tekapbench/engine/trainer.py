@@ -10,6 +10,7 @@ on a GPU up to nondeterministic cuDNN kernels).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections import OrderedDict
@@ -198,9 +199,9 @@ class Trainer:
                 continue
             try:
                 state = self._read_checkpoint(path)
-            except UnsafeFileError:
-                raise  # planted (it asks to run code): refused loudly, never quietly moved away
             except UsageError as exc:
+                if isinstance(exc, UnsafeFileError) and exc.asks_for:
+                    raise  # crafted (it asks to run code): refused loudly, never quietly moved away
                 aside = _set_aside(path)
                 log.warning(f"{exc} It was moved to {aside.name}; run {self.job.run_id} resumes from the "
                             f"checkpoint before it, if any, else from scratch.")
@@ -333,7 +334,7 @@ class Trainer:
                                                                         "epoch's last update")
         steps = self._steps
         test = evaluate(self.model, self.test_loader, self.precision, self.device)
-        if not all(map(_finite, test.values())):
+        if not all(map(math.isfinite, test.values())):
             self._diverged(epoch, self._steps - 1, self._losses, what=f"the test split gives {test}")
         entry = {"epoch": epoch, "lr": self.job.recipe.lr_at(epoch),
                  "train_loss": self._total.item() / steps, "train_acc": 100.0 * self._correct.item() / self._seen,
@@ -368,10 +369,6 @@ class Trainer:
             f"{step}; last step's terms: {terms}); training stopped. "
             + (f"The last good state is {self.checkpoint_path} (epoch {epoch - 1}). " if epoch > 1 else "")
             + f"Try a lower lr (now {self.job.recipe.lr_at(epoch):g}).")
-
-
-def _finite(value: float) -> bool:
-    return value == value and abs(value) != float("inf")
 
 
 def _set_aside(path: Path) -> Path:

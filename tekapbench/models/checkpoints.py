@@ -102,7 +102,8 @@ def read_torch_file(path: Path | str, what: str, *, map_location: Any = "cpu", a
         # torch's own message advises weights_only=False: never, for a file nobody can vouch for
         raise UnsafeFileError(
             f"{what}: refused to load {path}: unpickling it could run arbitrary code ({detail}); tekapbench "
-            f"only unpickles plain tensor data (torch.load with weights_only=True). {accepted}") from None
+            f"only unpickles plain tensor data (torch.load with weights_only=True). {accepted}",
+            asks_for=name if asked else None) from None
     except Exception as exc:  # a truncated zip, another format
         raise UsageError(f"{what}: {path} is not a readable PyTorch checkpoint ({_first_line(exc)})") from None
     return content, sha256
